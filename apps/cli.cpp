@@ -1,0 +1,171 @@
+#include "apps/cli.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "formats/image.h"
+#include "formats/npy.h"
+#include "kernels/cpu/parallel.h"
+
+namespace spade::cli {
+
+Args::Args(const std::string& command, const std::string& summary, std::vector<Option> options, int argc,
+           char** argv, int first)
+    : command_(command), summary_(summary), options_(std::move(options)) {
+  options_.push_back({"help", "", "show this help and exit", ""});
+  for (int i = first; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      help_ = true;
+      continue;
+    }
+    if (arg.rfind("--", 0) != 0) throw Error(command_ + ": unexpected argument \"" + arg + "\" (see --help)");
+    std::string name = arg.substr(2), value;
+    size_t eq = name.find('=');
+    bool inline_value = eq != std::string::npos;
+    if (inline_value) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    }
+    auto it = std::find_if(options_.begin(), options_.end(), [&](const Option& o) { return o.name == name; });
+    if (it == options_.end()) throw Error(command_ + ": unknown option --" + name + " (see --help)");
+    if (!it->value.empty() && !inline_value) {
+      if (i + 1 >= argc) throw Error(command_ + ": option --" + name + " needs a value (" + it->value + ")");
+      value = argv[++i];
+    }
+    if (it->value.empty() && inline_value) throw Error(command_ + ": option --" + name + " takes no value");
+    values_[name] = value;
+  }
+}
+
+void Args::print_help() const {
+  std::cout << "usage: spade " << command_ << " [options]\n\n" << summary_ << "\n\noptions:\n";
+  for (const Option& o : options_) {
+    std::string left = "  --" + o.name + (o.value.empty() ? "" : " " + o.value);
+    std::cout << left << std::string(left.size() < 28 ? 28 - left.size() : 2, ' ') << o.help;
+    if (!o.def.empty()) std::cout << " (default: " << o.def << ")";
+    std::cout << "\n";
+  }
+}
+
+std::string Args::get(const std::string& name) const {
+  auto v = values_.find(name);
+  if (v != values_.end()) return v->second;
+  for (const Option& o : options_)
+    if (o.name == name) return o.def;
+  return "";
+}
+
+std::string Args::require(const std::string& name) const {
+  if (!has(name)) throw Error(command_ + ": --" + name + " is required (see --help)");
+  return get(name);
+}
+
+int64_t Args::get_int(const std::string& name) const {
+  std::string s = get(name);
+  try {
+    size_t used = 0;
+    int64_t v = std::stoll(s, &used);
+    if (used == s.size()) return v;
+  } catch (...) {
+  }
+  throw Error(command_ + ": --" + name + " must be an integer, got \"" + s + "\"");
+}
+
+double Args::get_double(const std::string& name) const {
+  std::string s = get(name);
+  try {
+    size_t used = 0;
+    double v = std::stod(s, &used);
+    if (used == s.size() && std::isfinite(v)) return v;
+  } catch (...) {
+  }
+  throw Error(command_ + ": --" + name + " must be a number, got \"" + s + "\"");
+}
+
+std::vector<Option> model_options() {
+  return {
+      {"model", "M", "built-in architecture name (see `spade info --list`) or a model .json file", ""},
+      {"weights", "FILE", "safetensors weights (torchvision/timm names); overrides the JSON's own", ""},
+      {"num-classes", "N", "classes of a built-in architecture (default: from the weights, else 1000 or 10)", ""},
+      {"width", "W", "width multiplier of a built-in architecture", "1.0"},
+      {"threads", "N", "CPU threads (0 = all cores)", "0"},
+  };
+}
+
+void apply_threads(const Args& a) { kernels::set_num_threads(static_cast<int>(a.get_int("threads"))); }
+
+Model load_model_from(const Args& a) {
+  LoadOptions opt;
+  opt.weights = a.get("weights");
+  if (a.has("num-classes")) opt.zoo.num_classes = a.get_int("num-classes");
+  opt.zoo.width = a.get_double("width");
+  return load_model(a.require("model"), opt);
+}
+
+Tensor load_input(const Args& a, const Model& m) {
+  if (a.has("image") == a.has("input")) throw Error("give exactly one of --image IMG or --input X.npy");
+  Tensor x;
+  std::string src;
+  if (a.has("image")) {
+    src = a.get("image");
+    x = preprocess_image(load_image(src), m.preprocess);
+  } else {
+    src = a.get("input");
+    x = load_npy(src);
+    if (x.ndim() == 3) x = x.reshape({1, x.dim(0), x.dim(1), x.dim(2)});
+    if (x.ndim() != 4 || x.dim(0) != 1)
+      throw Error(src + ": expected an array of shape (1,3,H,W) or (3,H,W), got " + shape_str(x.shape()));
+  }
+  if (x.dim(1) != m.graph.input_chw[0])
+    throw Error(src + ": has " + std::to_string(x.dim(1)) + " channels, the model takes " +
+                std::to_string(m.graph.input_chw[0]));
+  for (int64_t i = 0; i < x.numel(); ++i)
+    if (!std::isfinite(x[i])) throw Error(src + ": input contains NaN or Inf");
+  return x;
+}
+
+std::vector<float> softmax(const float* logits, int64_t n) {
+  std::vector<float> p(n);
+  float mx = *std::max_element(logits, logits + n);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
+  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(std::exp(static_cast<double>(logits[i] - mx)) / sum);
+  return p;
+}
+
+Progress::Progress(std::string label, int64_t total)
+    : label_(std::move(label)), total_(std::max<int64_t>(total, 1)), tty_(isatty(STDERR_FILENO)),
+      start_(std::chrono::steady_clock::now()) {}
+
+void Progress::update(int64_t done, const std::string& extra) {
+  const double frac = std::min(1.0, static_cast<double>(done) / total_);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double eta = frac > 0 ? secs * (1 - frac) / frac : 0;
+  char tail[128];
+  std::snprintf(tail, sizeof tail, " %lld/%lld %.0fs elapsed, %.0fs left", static_cast<long long>(done),
+                static_cast<long long>(total_), secs, eta);
+  if (tty_) {
+    const int width = 30, filled = static_cast<int>(frac * width);
+    std::fprintf(stderr, "\r%s [%s%s] %3.0f%%%s %s", label_.c_str(), std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(), frac * 100, tail, extra.c_str());
+    std::fflush(stderr);
+  } else {
+    int decile = static_cast<int>(frac * 10);
+    if (decile != last_decile_) {
+      last_decile_ = decile;
+      std::fprintf(stderr, "%s %3.0f%%%s %s\n", label_.c_str(), frac * 100, tail, extra.c_str());
+    }
+  }
+}
+
+void Progress::finish(const std::string& extra) {
+  update(total_, extra);
+  if (tty_) std::fprintf(stderr, "\n");
+}
+
+}  // namespace spade::cli

@@ -1,0 +1,69 @@
+#pragma once
+// Shared command-line plumbing: option parsing with generated --help, model and input loading
+// from the common flags, and a progress bar.
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+#include "formats/model.h"
+
+namespace spade::cli {
+
+struct Option {
+  std::string name;  // without the leading "--"
+  std::string value; // placeholder shown in help ("FILE"); empty for a flag
+  std::string help;
+  std::string def;   // default shown in help
+};
+
+class Args {
+ public:
+  // Parses argv (after the subcommand words). Throws Error for unknown options or missing values.
+  Args(const std::string& command, const std::string& summary, std::vector<Option> options, int argc, char** argv,
+       int first);
+  bool help() const { return help_; }
+  void print_help() const;
+  bool has(const std::string& name) const { return values_.count(name) > 0; }
+  std::string get(const std::string& name) const;  // default when absent
+  std::string require(const std::string& name) const;
+  int64_t get_int(const std::string& name) const;
+  double get_double(const std::string& name) const;
+  bool flag(const std::string& name) const { return has(name); }
+
+ private:
+  std::string command_, summary_;
+  std::vector<Option> options_;
+  std::map<std::string, std::string> values_;
+  bool help_ = false;
+};
+
+// Options every model-taking command shares.
+std::vector<Option> model_options();
+Model load_model_from(const Args& a);
+void apply_threads(const Args& a);
+
+// The input tensor (1,3,H,W) from --image (preprocessed for the model) or --input (.npy,
+// already normalised). Refuses NaN/Inf and shapes the model cannot take.
+Tensor load_input(const Args& a, const Model& m);
+
+// Softmax of one row of logits.
+std::vector<float> softmax(const float* logits, int64_t n);
+
+// A progress bar on stderr: redrawn in place on a terminal, a line every 10% otherwise.
+class Progress {
+ public:
+  Progress(std::string label, int64_t total);
+  void update(int64_t done, const std::string& extra = "");
+  void finish(const std::string& extra = "");
+
+ private:
+  std::string label_;
+  int64_t total_;
+  int last_decile_ = -1;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace spade::cli

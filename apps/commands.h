@@ -1,0 +1,10 @@
+#pragma once
+// One function per subcommand; each parses its own options (argv from index `first`).
+namespace spade::cli {
+
+int cmd_predict(int argc, char** argv, int first);
+int cmd_eval(int argc, char** argv, int first);
+int cmd_info(int argc, char** argv, int first);
+int cmd_convert(int argc, char** argv, int first);
+
+}  // namespace spade::cli

@@ -1,0 +1,52 @@
+// spade: explain what a vision network does on one image. Entry point: dispatches subcommands
+// and turns every spade::Error into one line on stderr and exit status 1.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <iostream>
+#include <new>
+#include <string>
+
+#include "apps/commands.h"
+#include "engine/error.h"
+
+namespace {
+
+void usage() {
+  std::cout << "usage: spade <command> [options]\n\n"
+               "commands:\n"
+               "  predict         classify one image (or .npy input) and print the top classes\n"
+               "  eval accuracy   top-1 accuracy over an ImageFolder directory or tar\n"
+               "  info            layers, shapes, parameter counts and FLOPs of a model\n"
+               "  convert         write a model as a JSON + safetensors pair\n\n"
+               "Run `spade <command> --help` for the options of each command.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    usage();
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  try {
+    if (cmd == "predict") return spade::cli::cmd_predict(argc, argv, 2);
+    if (cmd == "eval") return spade::cli::cmd_eval(argc, argv, 2);
+    if (cmd == "info") return spade::cli::cmd_info(argc, argv, 2);
+    if (cmd == "convert") return spade::cli::cmd_convert(argc, argv, 2);
+    if (cmd == "--version" || cmd == "version") {
+      std::cout << "spade 0.1.0\n";
+      return 0;
+    }
+    std::cerr << "spade: unknown command \"" << cmd << "\" (see spade --help)\n";
+    return 2;
+  } catch (const spade::Error& e) {
+    std::cerr << "spade " << cmd << ": error: " << e.what() << "\n";
+  } catch (const std::bad_alloc&) {
+    std::cerr << "spade " << cmd << ": error: out of memory\n";
+  } catch (const std::exception& e) {
+    std::cerr << "spade " << cmd << ": internal error: " << e.what() << "\n";
+  }
+  return 1;
+}

@@ -1,0 +1,128 @@
+#include "engine/tensor.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <sstream>
+
+namespace spade {
+
+const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) {
+    if (d < 0) throw Error("negative dimension in shape " + shape_str(s));
+    n *= d;
+  }
+  return n;
+}
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream o;
+  o << '[';
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  o << ']';
+  return o.str();
+}
+
+namespace {
+// 64-byte aligned so that Eigen and the compiler can use full-width vector loads.
+std::shared_ptr<float> allocate(int64_t n) {
+  size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float);
+  bytes = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
+  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
+}
+}  // namespace
+
+Tensor Tensor::empty(Shape shape) {
+  Tensor t;
+  t.numel_ = shape_numel(shape);
+  t.shape_ = std::move(shape);
+  t.storage_ = allocate(t.numel_);
+  t.data_ = t.storage_.get();
+  return t;
+}
+
+Tensor::Tensor(Shape shape) : Tensor(empty(std::move(shape))) { fill(0.f); }
+
+Tensor Tensor::full(Shape shape, float value) {
+  Tensor t = empty(std::move(shape));
+  t.fill(value);
+  return t;
+}
+
+Tensor Tensor::from_vector(Shape shape, const std::vector<float>& values) {
+  Tensor t = empty(std::move(shape));
+  if (static_cast<int64_t>(values.size()) != t.numel_)
+    throw Error("from_vector: " + std::to_string(values.size()) + " values for shape " +
+                shape_str(t.shape_));
+  std::copy(values.begin(), values.end(), t.data_);
+  return t;
+}
+
+int64_t Tensor::dim(int i) const {
+  int n = ndim();
+  if (i < 0) i += n;
+  if (i < 0 || i >= n) throw Error("dimension index out of range for shape " + shape_str(shape_));
+  return shape_[i];
+}
+
+Tensor Tensor::clone() const {
+  if (!defined()) return Tensor();
+  Tensor t = empty(shape_);
+  std::memcpy(t.data_, data_, numel_ * sizeof(float));
+  return t;
+}
+
+Tensor Tensor::reshape(Shape shape) const {
+  if (shape_numel(shape) != numel_)
+    throw Error("cannot reshape " + shape_str(shape_) + " to " + shape_str(shape));
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  return t;
+}
+
+Tensor Tensor::slice0(int64_t begin, int64_t end) const {
+  if (ndim() == 0 || begin < 0 || end > shape_[0] || begin > end)
+    throw Error("slice0 out of range for shape " + shape_str(shape_));
+  Shape s = shape_;
+  s[0] = end - begin;
+  Tensor t = empty(s);
+  int64_t inner = shape_[0] ? numel_ / shape_[0] : 0;
+  std::memcpy(t.data_, data_ + begin * inner, (end - begin) * inner * sizeof(float));
+  return t;
+}
+
+void Tensor::fill(float value) { std::fill(data_, data_ + numel_, value); }
+
+void Tensor::copy_from(const Tensor& other) {
+  if (other.numel_ != numel_)
+    throw Error("copy_from: " + shape_str(other.shape_) + " into " + shape_str(shape_));
+  std::memcpy(data_, other.data_, numel_ * sizeof(float));
+}
+
+Tensor cat0(const std::vector<Tensor>& parts) {
+  if (parts.empty()) throw Error("cat0 of no tensors");
+  Shape inner(parts[0].shape().begin() + 1, parts[0].shape().end());
+  int64_t n = 0;
+  for (const Tensor& p : parts) {
+    Shape pi(p.shape().begin() + 1, p.shape().end());
+    if (pi != inner) throw Error("cat0: mismatched shapes " + shape_str(parts[0].shape()) + " and " + shape_str(p.shape()));
+    n += p.dim(0);
+  }
+  Shape s = parts[0].shape();
+  s[0] = n;
+  Tensor out = Tensor::empty(s);
+  float* dst = out.data();
+  for (const Tensor& p : parts) {
+    std::memcpy(dst, p.data(), p.numel() * sizeof(float));
+    dst += p.numel();
+  }
+  return out;
+}
+
+}  // namespace spade

@@ -1,0 +1,66 @@
+#pragma once
+// A dense float32 tensor in row-major (NCHW) order. Storage is shared between copies of a
+// Tensor (like a PyTorch tensor); clone() makes a deep copy. The device tag says where the
+// bytes live: only CPU storage exists in the CPU build, the CUDA backend adds its own.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+
+namespace spade {
+
+enum class Device { CPU, CUDA };
+const char* device_name(Device d);
+
+using Shape = std::vector<int64_t>;
+int64_t shape_numel(const Shape& s);
+std::string shape_str(const Shape& s);  // "[1, 3, 224, 224]"
+
+class Tensor {
+ public:
+  Tensor() = default;
+  // Zero-filled tensor of the given shape on the CPU.
+  explicit Tensor(Shape shape);
+  static Tensor zeros(Shape shape) { return Tensor(std::move(shape)); }
+  static Tensor full(Shape shape, float value);
+  static Tensor from_vector(Shape shape, const std::vector<float>& values);
+  // A tensor of the given shape whose contents are not initialised (for outputs that are
+  // fully overwritten).
+  static Tensor empty(Shape shape);
+
+  bool defined() const { return storage_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  int ndim() const { return static_cast<int>(shape_.size()); }
+  int64_t dim(int i) const;  // negative i counts from the end
+  int64_t numel() const { return numel_; }
+  Device device() const { return device_; }
+
+  float* data() { return data_; }
+  const float* data() const { return data_; }
+  float& operator[](int64_t i) { return data_[i]; }
+  float operator[](int64_t i) const { return data_[i]; }
+  std::vector<float> to_vector() const { return std::vector<float>(data_, data_ + numel_); }
+
+  Tensor clone() const;
+  // Same storage, new shape with the same number of elements.
+  Tensor reshape(Shape shape) const;
+  // Copy of images [begin, end) along dimension 0.
+  Tensor slice0(int64_t begin, int64_t end) const;
+  void fill(float value);
+  void copy_from(const Tensor& other);  // same numel required
+
+ private:
+  Shape shape_;
+  int64_t numel_ = 0;
+  Device device_ = Device::CPU;
+  std::shared_ptr<float> storage_;
+  float* data_ = nullptr;
+};
+
+// Stacks tensors of equal shape along a new leading dimension, or concatenates along dim 0
+// when they already have a batch dimension of their own (cat0).
+Tensor cat0(const std::vector<Tensor>& parts);
+
+}  // namespace spade

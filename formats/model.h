@@ -1,0 +1,50 @@
+#pragma once
+// A model = a graph + its preprocessing + its class labels. Loaded from a built-in architecture
+// name plus a weights file, or from a model JSON file (docs/model-format.md) whose weights file
+// path is relative to the JSON.
+#include <string>
+#include <vector>
+
+#include "engine/graph.h"
+#include "formats/image.h"
+#include "formats/zoo.h"
+
+namespace spade {
+
+struct Model {
+  std::string arch;  // zoo name, or "custom" for a graph spelled out in JSON
+  Graph graph;
+  Preprocess preprocess;
+  std::vector<std::string> labels;  // one per class; "class N" when unknown
+  std::string weights_path;         // where the weights came from ("" = none loaded)
+  std::string source;               // the --model argument, for messages
+};
+
+// `model` is a zoo name or a path to a model JSON; `weights` (optional) is a safetensors file
+// that overrides the JSON's own. A zoo model without weights keeps zero weights unless
+// `random_init_seed` >= 0 (then Kaiming-uniform like PyTorch's default initialisation).
+struct LoadOptions {
+  std::string weights;
+  ZooOptions zoo;
+  int64_t random_init_seed = -1;
+};
+Model load_model(const std::string& model, const LoadOptions& opt = {});
+
+// Default preprocessing and labels for a zoo architecture with the given class count.
+Model make_zoo_model(const std::string& arch, const ZooOptions& opt);
+
+// Parses a model JSON document; `path` names it in errors and anchors the weights path.
+Model parse_model_json(const std::string& text, const std::string& path);
+// The JSON text for a model whose weights are stored at `weights_rel` (relative to the JSON).
+std::string model_to_json(const Model& m, const std::string& weights_rel);
+// Writes `<json_path>` and its weights file next to it (same stem, .safetensors), atomically.
+void save_model(const Model& m, const std::string& json_path);
+
+// Fills every conv/linear weight with PyTorch's default (Kaiming-uniform a=sqrt(5)) init and
+// biases likewise, BN to identity; deterministic for the seed.
+void random_init(Graph& g, uint64_t seed);
+
+std::vector<std::string> cifar10_labels();
+std::vector<std::string> imagenet_labels();  // "class N" placeholders when not compiled in
+
+}  // namespace spade

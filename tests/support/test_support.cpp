@@ -1,0 +1,52 @@
+#include "support/test_support.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+
+namespace spade::test {
+
+namespace fs = std::filesystem;
+
+std::string data_path(const std::string& rel) { return std::string(SPADE_TEST_DATA_DIR) + "/" + rel; }
+std::string shared_path(const std::string& rel) { return std::string(SPADE_SHARED_DIR) + "/" + rel; }
+
+bool shared_available() {
+  return fs::exists(shared_path("models")) && fs::exists(shared_path("data/cifar10"));
+}
+
+std::string temp_dir() {
+  static std::atomic<int> counter{0};
+  fs::path p = fs::temp_directory_path() /
+               ("spade_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+Tensor random_tensor(const Shape& shape, uint64_t seed, float lo, float hi) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  Tensor t = Tensor::empty(shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t[i] = dist(rng);
+  return t;
+}
+
+double max_abs_error(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) return INFINITY;
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::fabs(double(a[i]) - double(b[i])));
+  return m;
+}
+
+double max_rel_error(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) return INFINITY;
+  double scale = 1e-12;
+  for (int64_t i = 0; i < b.numel(); ++i) scale = std::max(scale, std::fabs(double(b[i])));
+  return max_abs_error(a, b) / scale;
+}
+
+}  // namespace spade::test

@@ -1,0 +1,23 @@
+#pragma once
+// Helpers shared by the Catch2 tests: fixture paths, the optional ../shared checkout, random
+// tensors and closeness checks that report the worst element.
+#include <cstdint>
+#include <random>
+#include <string>
+
+#include "engine/tensor.h"
+
+namespace spade::test {
+
+std::string data_path(const std::string& rel);  // tests/data/<rel>
+std::string shared_path(const std::string& rel);  // ../shared/<rel>
+bool shared_available();  // ../shared/models and ../shared/data present
+std::string temp_dir();   // a fresh directory under /tmp for this test run
+
+Tensor random_tensor(const Shape& shape, uint64_t seed, float lo = -1.f, float hi = 1.f);
+
+// max |a - b| / (max |b| + tiny): the relative error measure used against golden files.
+double max_rel_error(const Tensor& a, const Tensor& b);
+double max_abs_error(const Tensor& a, const Tensor& b);
+
+}  // namespace spade::test
