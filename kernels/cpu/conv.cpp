@@ -222,7 +222,7 @@ void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const flo
   if (g.depthwise()) return dw_forward(g, x, w, bias, y);
   const int64_t in_sz = g.C * g.H * g.W, out_sz = g.K * g.out_h() * g.out_w();
   if (parallel_images(g.N)) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int64_t n = 0; n < g.N; ++n) forward_image(g, x + n * in_sz, w, bias, y + n * out_sz);
   } else {
     for (int64_t n = 0; n < g.N; ++n) forward_image(g, x + n * in_sz, w, bias, y + n * out_sz);
@@ -233,7 +233,7 @@ void conv2d_backward_input(const ConvGeom& g, const float* gy, const float* w, f
   if (g.depthwise()) return dw_backward_input(g, gy, w, gx);
   const int64_t in_sz = g.C * g.H * g.W, out_sz = g.K * g.out_h() * g.out_w();
   if (parallel_images(g.N)) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int64_t n = 0; n < g.N; ++n) backward_input_image(g, gy + n * out_sz, w, gx + n * in_sz);
   } else {
     for (int64_t n = 0; n < g.N; ++n) backward_input_image(g, gy + n * out_sz, w, gx + n * in_sz);

@@ -15,7 +15,8 @@ void set_num_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   g_threads = n;
   omp_set_num_threads(n);
-  Eigen::setNbThreads(n);
+  // Eigen runs single-threaded inside our own parallel blocks (see gemm.cpp).
+  Eigen::setNbThreads(1);
 }
 
 int num_threads() {

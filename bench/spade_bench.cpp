@@ -1,0 +1,97 @@
+// Forward and forward + input-gradient timings of ResNet-50 and MobileNetV2 at 224x224, printed
+// as JSON lines in the same format as bench/bench_pytorch.py so bench/compare.py can put the two
+// side by side. Random weights: the arithmetic does not depend on the values.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/executor.h"
+#include "formats/model.h"
+#include "kernels/cpu/parallel.h"
+
+using namespace spade;
+
+namespace {
+
+struct Case {
+  std::string name, arch;
+  int batch;
+  bool grad;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Median wall time of fn in ms: two warm-up runs, then at least 3 runs and `budget_s` seconds.
+std::pair<double, int> time_ms(const std::function<void()>& fn, double budget_s) {
+  fn();
+  fn();
+  std::vector<double> ms;
+  double total = 0;
+  while (ms.size() < 3 || total < budget_s * 1000) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    ms.push_back(t);
+    total += t;
+  }
+  return {median(ms), static_cast<int>(ms.size())};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 2;
+  bool quick = false;
+  std::string only;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (a == "--quick") quick = true;
+    else if (a == "--cases" && i + 1 < argc) only = argv[++i];
+    else {
+      std::printf("usage: spade_bench [--threads N] [--quick] [--cases a,b,...]\n"
+                  "cases: resnet50_fwd_b1 resnet50_fwd_b16 resnet50_fwdgrad_b1 mobilenet_v2_fwd_b1 "
+                  "mobilenet_v2_fwd_b16 mobilenet_v2_fwdgrad_b1\n");
+      return a == "--help" ? 0 : 2;
+    }
+  }
+  kernels::set_num_threads(threads);
+  const std::vector<Case> cases = {
+      {"resnet50_fwd_b1", "resnet50", 1, false},        {"resnet50_fwd_b16", "resnet50", 16, false},
+      {"resnet50_fwdgrad_b1", "resnet50", 1, true},     {"mobilenet_v2_fwd_b1", "mobilenet_v2", 1, false},
+      {"mobilenet_v2_fwd_b16", "mobilenet_v2", 16, false}, {"mobilenet_v2_fwdgrad_b1", "mobilenet_v2", 1, true},
+  };
+  for (const Case& c : cases) {
+    if (!only.empty() && ("," + only + ",").find("," + c.name + ",") == std::string::npos) continue;
+    Graph g = build_zoo_graph(c.arch);
+    random_init(g, 0);
+    Tensor x = Tensor::full({c.batch, 3, 224, 224}, 0.5f);
+    for (int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>((i * 2654435761u) % 1000) / 500.f - 1.f;
+    std::function<void()> fn;
+    if (c.grad) {
+      fn = [&] {
+        ForwardResult f = forward(g, x);
+        std::vector<int64_t> target(c.batch, 0);
+        backward(g, f, g.output(), one_hot_grad(f.out().shape(), target));
+      };
+    } else {
+      ForwardOptions fo;
+      fo.keep_activations = false;
+      fn = [&, fo] { forward(g, x, fo); };
+    }
+    auto [ms, reps] = time_ms(fn, quick ? 0.5 : 3.0);
+    std::printf("{\"impl\": \"spade\", \"case\": \"%s\", \"ms_per_image\": %.3f, \"reps\": %d, \"threads\": %d}\n",
+                c.name.c_str(), ms / c.batch, reps, threads);
+    std::fflush(stdout);
+  }
+  return 0;
+}
