@@ -1,0 +1,262 @@
+// Image decoding, PIL/torchvision-exact preprocessing and PNG output, checked against reference
+// files written by tests/data/make_image_golden.py with Pillow and torchvision.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+#include "formats/file_io.h"
+#include "formats/image.h"
+#include "support/test_support.h"
+
+using namespace spade;
+
+namespace {
+
+std::string image_path(const std::string& file) { return test::data_path("image/" + file); }
+
+nlohmann::json golden() { return nlohmann::json::parse(read_text_file(image_path("golden.json"))); }
+
+// Number of differing bytes; -1 when the sizes differ.
+int64_t differing_bytes(const Image& a, const Image& b) {
+  if (a.width != b.width || a.height != b.height || a.rgb.size() != b.rgb.size()) return -1;
+  int64_t n = 0;
+  for (size_t i = 0; i < a.rgb.size(); ++i) n += a.rgb[i] != b.rgb[i];
+  return n;
+}
+
+std::vector<float> read_f32(const std::string& path) {
+  std::vector<uint8_t> bytes = read_file(path);
+  REQUIRE(bytes.size() % 4 == 0);
+  std::vector<float> v(bytes.size() / 4);
+  for (size_t i = 0; i < v.size(); ++i) {  // the file is little-endian whatever the host is
+    uint32_t u = uint32_t(bytes[4 * i]) | uint32_t(bytes[4 * i + 1]) << 8 | uint32_t(bytes[4 * i + 2]) << 16 |
+                 uint32_t(bytes[4 * i + 3]) << 24;
+    std::memcpy(&v[i], &u, 4);
+  }
+  return v;
+}
+
+void put_le(std::vector<uint8_t>& b, size_t at, uint32_t v, int n) {
+  for (int i = 0; i < n; ++i) b[at + i] = uint8_t(v >> (8 * i));
+}
+
+void put_be32(std::vector<uint8_t>& b, size_t at, uint32_t v) {
+  for (int i = 0; i < 4; ++i) b[at + i] = uint8_t(v >> (24 - 8 * i));
+}
+
+// A BITMAPINFOHEADER BMP header with no pixel data.
+std::vector<uint8_t> bmp_header(int32_t w, int32_t h) {
+  std::vector<uint8_t> b(54, 0);
+  b[0] = 'B';
+  b[1] = 'M';
+  put_le(b, 2, 54, 4);   // file size
+  put_le(b, 10, 54, 4);  // offset of the pixels
+  put_le(b, 14, 40, 4);  // header size
+  put_le(b, 18, uint32_t(w), 4);
+  put_le(b, 22, uint32_t(h), 4);
+  put_le(b, 26, 1, 2);   // planes
+  put_le(b, 28, 24, 2);  // bits per pixel
+  return b;
+}
+
+// PNG signature and an IHDR chunk for an 8-bit RGB image (CRC left zero; stb does not check it).
+std::vector<uint8_t> png_header(uint32_t w, uint32_t h) {
+  std::vector<uint8_t> b = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  b.resize(8 + 4 + 4 + 13 + 4, 0);
+  put_be32(b, 8, 13);
+  std::memcpy(&b[12], "IHDR", 4);
+  put_be32(b, 16, w);
+  put_be32(b, 20, h);
+  b[24] = 8;  // bit depth
+  b[25] = 2;  // colour type RGB
+  return b;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+Image gradient(int w, int h) {
+  Image im;
+  im.width = w;
+  im.height = h;
+  im.rgb.resize(size_t(w) * h * 3);
+  for (size_t i = 0; i < im.rgb.size(); ++i) im.rgb[i] = uint8_t(i * 7 % 256);
+  return im;
+}
+
+}  // namespace
+
+TEST_CASE("resize_image matches PIL Image.resize(BILINEAR) byte for byte", "[image]") {
+  const auto cases = golden()["resize"];
+  REQUIRE(cases.size() >= 8);
+  for (const auto& c : cases) {
+    const std::string file = c["file"];
+    INFO(file);
+    const Image src = load_image(image_path(c["src"]));
+    const Image expect = load_image(image_path(file));
+    const Image got = resize_image(src, c["w"], c["h"]);
+    REQUIRE(got.width == int(c["w"]));
+    REQUIRE(got.height == int(c["h"]));
+    CHECK(differing_bytes(got, expect) == 0);
+  }
+}
+
+TEST_CASE("resize_shorter_side matches torchvision Resize(int)", "[image]") {
+  const auto cases = golden()["resize_shorter"];
+  REQUIRE(cases.size() >= 5);
+  for (const auto& c : cases) {
+    const std::string file = c["file"];
+    INFO(file);
+    const Image got = resize_shorter_side(load_image(image_path(c["src"])), c["size"]);
+    CHECK(differing_bytes(got, load_image(image_path(file))) == 0);
+  }
+}
+
+TEST_CASE("center_crop matches torchvision CenterCrop, padding included", "[image]") {
+  const auto cases = golden()["crop"];
+  REQUIRE(cases.size() >= 8);
+  for (const auto& c : cases) {
+    const std::string file = c["file"];
+    INFO(file);
+    const Image got = center_crop(load_image(image_path(c["src"])), c["w"], c["h"]);
+    CHECK(differing_bytes(got, load_image(image_path(file))) == 0);
+  }
+}
+
+TEST_CASE("preprocess_image matches Resize+CenterCrop+ToTensor+Normalize", "[image]") {
+  const auto cases = golden()["pipeline"];
+  REQUIRE(cases.size() >= 3);
+  for (const auto& c : cases) {
+    const std::string file = c["file"];
+    INFO(file);
+    Preprocess p;
+    p.resize = c["resize"];
+    p.crop = c["crop"];
+    for (int i = 0; i < 3; ++i) {
+      p.mean[i] = c["mean"][i];
+      p.std[i] = c["std"][i];
+    }
+    const Tensor got = preprocess_image(load_image(image_path(c["src"])), p);
+    const Shape shape = c["shape"].get<Shape>();
+    REQUIRE(got.shape() == shape);
+    const Tensor expect = Tensor::from_vector(shape, read_f32(image_path(file)));
+    CHECK(test::max_abs_error(got, expect) <= 1e-6);
+  }
+}
+
+TEST_CASE("decode_image converts grey, alpha, palette and BMP images like PIL's convert('RGB')", "[image]") {
+  const auto cases = golden()["decode"];
+  REQUIRE(cases.size() >= 4);
+  for (const auto& c : cases) {
+    const std::string file = c["file"];
+    INFO(file);
+    CHECK(differing_bytes(load_image(image_path(file)), load_image(image_path(c["expect"]))) == 0);
+  }
+}
+
+TEST_CASE("decode_image rejects bad input with an error naming the file", "[image]") {
+  const std::vector<uint8_t> png = read_file(image_path("src.png"));
+
+  SECTION("truncated PNG") {
+    std::string msg = error_of([&] { decode_image(png.data(), png.size() / 2, "cut.png"); });
+    CHECK(msg.find("cut.png") != std::string::npos);
+    CHECK(msg.find("cannot decode") != std::string::npos);
+  }
+  SECTION("not an image") {
+    const std::string text = "hello, this is plain text and not an image at all\n";
+    std::string msg = error_of([&] { decode_image(reinterpret_cast<const uint8_t*>(text.data()), text.size(), "notes.txt"); });
+    CHECK(msg.find("notes.txt") != std::string::npos);
+  }
+  SECTION("empty file on disk") {
+    const std::string path = test::temp_dir() + "/empty.png";
+    write_file_atomic(path, "");
+    std::string msg = error_of([&] { load_image(path); });
+    CHECK(msg.find(path) != std::string::npos);
+    CHECK(msg.find("empty") != std::string::npos);
+  }
+  SECTION("missing file") {
+    CHECK(error_of([] { load_image("/nonexistent/spade/x.png"); }).find("/nonexistent/spade/x.png") != std::string::npos);
+  }
+  SECTION("BMP header claiming 100000x100000") {
+    const std::vector<uint8_t> b = bmp_header(100000, 100000);
+    std::string msg = error_of([&] { decode_image(b.data(), b.size(), "huge.bmp"); });
+    CHECK(msg.find("huge.bmp") != std::string::npos);
+    CHECK(msg.find("100000x100000") != std::string::npos);
+  }
+  SECTION("BMP within the side limit but with too many pixels") {
+    // 20000 x 20000 = 400M pixels; stb would happily allocate 1.2 GB for it.
+    const std::vector<uint8_t> b = bmp_header(20000, 20000);
+    std::string msg = error_of([&] { decode_image(b.data(), b.size(), "big.bmp"); });
+    CHECK(msg.find("big.bmp") != std::string::npos);
+    CHECK(msg.find("20000x20000") != std::string::npos);
+  }
+  SECTION("PNG header claiming 100000x100000") {
+    const std::vector<uint8_t> b = png_header(100000, 100000);
+    std::string msg = error_of([&] { decode_image(b.data(), b.size(), "huge.png"); });
+    CHECK(msg.find("huge.png") != std::string::npos);
+  }
+}
+
+TEST_CASE("save_png then load_image round-trips exactly", "[image]") {
+  const Image src = load_image(image_path("src_tall.png"));
+  const std::string path = test::temp_dir() + "/out/round.png";
+  save_png(path, src);
+  CHECK(differing_bytes(load_image(path), src) == 0);
+
+  const Image odd = gradient(1, 3);
+  save_png(path, odd);  // overwrites
+  CHECK(differing_bytes(load_image(path), odd) == 0);
+
+  Image broken = gradient(4, 4);
+  broken.rgb.pop_back();
+  CHECK_THROWS_AS(save_png(path, broken), Error);
+}
+
+TEST_CASE("tensor_to_image inverts preprocess_image and clamps", "[image]") {
+  const Image src = load_image(image_path("src.png"));
+  Preprocess p;
+  const Tensor t = preprocess_image(src, p);
+  CHECK(differing_bytes(tensor_to_image(t, p.mean, p.std), src) == 0);
+  CHECK(differing_bytes(tensor_to_image(t.reshape({3, src.height, src.width}), p.mean, p.std), src) == 0);
+
+  Tensor odd = Tensor::from_vector({1, 3, 1, 2}, {100.f, -100.f, std::numeric_limits<float>::quiet_NaN(), 0.5f, 0.f, 1.f});
+  const Image im = tensor_to_image(odd, {0.f, 0.f, 0.f}, {1.f, 1.f, 1.f});
+  REQUIRE(im.width == 2);
+  REQUIRE(im.height == 1);
+  CHECK(im.rgb == std::vector<uint8_t>{255, 0, 0, 0, 128, 255});  // (R,G,B) of pixel 0, then pixel 1
+
+  CHECK_THROWS_AS(tensor_to_image(Tensor::zeros({2, 3, 4, 4}), p.mean, p.std), Error);
+  CHECK_THROWS_AS(tensor_to_image(Tensor::zeros({4, 4}), p.mean, p.std), Error);
+}
+
+TEST_CASE("geometry functions validate their arguments", "[image]") {
+  const Image im = gradient(5, 4);
+  CHECK_THROWS_AS(resize_image(im, 0, 3), Error);
+  CHECK_THROWS_AS(resize_image(im, 3, -1), Error);
+  CHECK_THROWS_AS(resize_image(im, 40000, 2), Error);
+  CHECK_THROWS_AS(resize_shorter_side(im, 0), Error);
+  CHECK_THROWS_AS(center_crop(im, 0, 2), Error);
+  Image broken = im;
+  broken.width = 6;
+  CHECK_THROWS_AS(resize_image(broken, 3, 3), Error);
+  CHECK_THROWS_AS(center_crop(broken, 3, 3), Error);
+  CHECK_THROWS_AS(preprocess_image(broken, Preprocess{}), Error);
+  Preprocess zero_std;
+  zero_std.std = {1.f, 0.f, 1.f};
+  CHECK_THROWS_AS(preprocess_image(im, zero_std), Error);
+
+  // Same size is the identity, as in PIL.
+  CHECK(differing_bytes(resize_image(im, 5, 4), im) == 0);
+  CHECK(differing_bytes(resize_shorter_side(im, 4), im) == 0);
+}
