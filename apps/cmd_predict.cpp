@@ -24,7 +24,8 @@ int cmd_predict(int argc, char** argv, int first) {
   }
   apply_threads(a);
   Model m = load_model_from(a);
-  if (m.weights_path.empty()) std::cerr << "warning: " << m.source << " has no weights loaded (all zero)\n";
+  if (m.weights_path.empty())
+    throw Error(m.source + ": no weights to predict with: give --weights FILE (or a model .json that names its weights)");
   Tensor x = load_input(a, m);
   ForwardOptions fo;
   fo.keep_activations = false;

@@ -1,0 +1,176 @@
+// The `spade` command line, run as a user would: outputs, --help everywhere, one-line errors
+// with a non-zero exit, no partial files; and real pretrained weights when ../shared is present.
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+
+#include "engine/executor.h"
+#include "formats/image.h"
+#include "formats/model.h"
+#include "formats/npy.h"
+#include "support/test_support.h"
+
+using namespace spade;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Run {
+  int status;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+Run spade_cli(const std::string& args) {
+  static int counter = 0;
+  const std::string dir = test::temp_dir();
+  const std::string out = dir + "/out" + std::to_string(counter) + ".txt";
+  const std::string err = dir + "/err" + std::to_string(counter++) + ".txt";
+  const std::string cmd = std::string(SPADE_BINARY) + " " + args + " >" + out + " 2>" + err + " </dev/null";
+  int rc = std::system(cmd.c_str());
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, slurp(out), slurp(err)};
+}
+
+int lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("every command has --help", "[cli]") {
+  for (const char* cmd : {"--help", "predict --help", "eval --help", "eval accuracy --help", "info --help",
+                          "convert --help"}) {
+    INFO(cmd);
+    Run r = spade_cli(cmd);
+    CHECK(r.status == 0);
+    CHECK(r.out.find("usage: spade") != std::string::npos);
+  }
+}
+
+TEST_CASE("predict matches the library's forward pass and prints JSON", "[cli]") {
+  const std::string dir = test::temp_dir();
+  Run conv = spade_cli("convert --model cifar_resnet20 --random-init 7 --out " + dir + "/m.json");
+  REQUIRE(conv.status == 0);
+  const std::string img = test::data_path("image/src.png");
+  Run r = spade_cli("predict --model " + dir + "/m.json --image " + img + " --json --topk 3");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  REQUIRE(j["logits"].size() == 10);
+  REQUIRE(j["probs"].size() == 10);
+  REQUIRE(j["top"].size() == 3);
+
+  Model m = load_model(dir + "/m.json");
+  Tensor x = preprocess_image(load_image(img), m.preprocess);
+  Tensor logits = forward(m.graph, x).out();
+  double psum = 0;
+  for (int c = 0; c < 10; ++c) {
+    CHECK(j["logits"][c].get<float>() == Approx(logits[c]).epsilon(1e-6));
+    psum += j["probs"][c].get<double>();
+  }
+  CHECK(psum == Approx(1.0).epsilon(1e-5));
+  int64_t best = 0;
+  for (int c = 1; c < 10; ++c)
+    if (logits[c] > logits[best]) best = c;
+  CHECK(j["top"][0]["class"].get<int64_t>() == best);
+  CHECK(j["top"][0]["label"].get<std::string>() == cifar10_labels()[best]);
+
+  SECTION("the same input as .npy gives the same logits") {
+    save_npy(dir + "/x.npy", x);
+    Run rn = spade_cli("predict --model " + dir + "/m.json --input " + dir + "/x.npy --json");
+    REQUIRE(rn.status == 0);
+    CHECK(nlohmann::json::parse(rn.out)["logits"] == j["logits"]);
+  }
+  SECTION("text output lists the top classes") {
+    Run rt = spade_cli("predict --model " + dir + "/m.json --image " + img + " --topk 2");
+    REQUIRE(rt.status == 0);
+    CHECK(lines(rt.out) == 2);
+    CHECK(rt.out.find(cifar10_labels()[best]) != std::string::npos);
+  }
+}
+
+TEST_CASE("bad input gives a one-line error naming the problem and a non-zero exit", "[cli][errors]") {
+  const std::string dir = test::temp_dir();
+  {
+    std::ofstream(dir + "/junk.safetensors") << "this is not a safetensors file at all";
+    std::ofstream(dir + "/junk.png") << "not a png";
+    std::ofstream(dir + "/bad.json") << "{\"format\": \"spade-model\", \"nodes\": 5}";
+  }
+  Tensor nan = Tensor::zeros({1, 3, 32, 32});
+  nan[17] = NAN;
+  save_npy(dir + "/nan.npy", nan);
+  save_npy(dir + "/wrong.npy", Tensor::zeros({2, 5}));
+  const std::string img = test::data_path("image/src.png");
+  const std::string model = dir + "/m.json";
+  REQUIRE(spade_cli("convert --model cifar_resnet20 --random-init 1 --out " + model).status == 0);
+  struct Case {
+    std::string args, needle;
+  };
+  const std::vector<Case> cases = {
+      {"predict --model cifar_resnet20 --weights " + dir + "/missing.safetensors --image " + img, "missing.safetensors"},
+      {"predict --model cifar_resnet20 --weights " + dir + "/junk.safetensors --image " + img, "junk.safetensors"},
+      {"predict --model " + dir + "/bad.json --image " + img, "bad.json"},
+      {"predict --model cifar_resnet20 --image " + img, "no weights"},
+      {"predict --model " + model + " --image " + dir + "/junk.png", "junk.png"},
+      {"predict --model " + model + " --image " + dir + "/nope.png", "nope.png"},
+      {"predict --model " + model + " --input " + dir + "/nan.npy", "NaN"},
+      {"predict --model " + model + " --input " + dir + "/wrong.npy", "wrong.npy"},
+      {"predict --model " + model, "--image"},
+      {"predict --model resnet7 --image " + img, "unknown architecture"},
+      {"predict --model " + model + " --image " + img + " --bogus", "--bogus"},
+      {"predict --model " + model + " --image " + img + " --topk x", "--topk"},
+      {"eval accuracy --model cifar_resnet20 --data " + dir + "/none", "none"},
+      {"convert --model cifar_resnet20 --out " + dir + "/c.json", "--random-init"},
+      {"frobnicate", "unknown command"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.args);
+    Run r = spade_cli(c.args);
+    INFO(r.err);
+    CHECK(r.status != 0);
+    CHECK(lines(r.err) == 1);
+    CHECK(r.err.find(c.needle) != std::string::npos);
+  }
+  // A failed convert leaves nothing behind.
+  CHECK(!fs::exists(dir + "/c.json"));
+  CHECK(!fs::exists(dir + "/c.safetensors"));
+}
+
+TEST_CASE("info reports parameters and FLOPs", "[cli]") {
+  Run r = spade_cli("info --model resnet50");
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("parameters: 25557032") != std::string::npos);
+  CHECK(r.out.find("FLOPs per image: 8.17") != std::string::npos);
+  Run l = spade_cli("info --list");
+  CHECK(l.out.find("mobilenetv2_100") != std::string::npos);
+}
+
+TEST_CASE("pretrained CIFAR ResNet-20 reaches the PyTorch reference accuracy", "[cli][shared]") {
+  if (!test::shared_available()) {
+    WARN("../shared is absent: skipped the real-weights accuracy test");
+    return;
+  }
+  Run r = spade_cli("eval accuracy --model cifar_resnet20 --weights " + test::shared_path("models/cifar10_resnet20.safetensors") +
+                    " --data " + test::shared_path("data/cifar10/test.tar"));
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  std::smatch m;
+  REQUIRE(std::regex_search(r.out, m, std::regex(R"(top-1: ([0-9.]+)% \((\d+) images\))")));
+  CHECK(m[2].str() == "10000");
+  const double acc = std::stod(m[1].str());
+  INFO("top-1 " << acc << "%, PyTorch reference 81.03%");
+  CHECK(std::fabs(acc - 81.03) <= 0.3);
+}
