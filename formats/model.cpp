@@ -207,8 +207,9 @@ Model make_zoo_model(const std::string& arch, const ZooOptions& opt) {
   m.arch = arch;
   m.graph = build_zoo_graph(arch, opt);
   if (zoo_is_cifar(arch)) {
-    m.preprocess.resize = 0;
-    m.preprocess.crop = 0;
+    // A no-op on CIFAR's own 32x32 images; brings any other picture to the size the model knows.
+    m.preprocess.resize = 32;
+    m.preprocess.crop = 32;
   } else {
     m.preprocess.resize = 256;
     m.preprocess.crop = 224;

@@ -78,7 +78,8 @@ TEST_CASE("model JSON round trip keeps the graph, preprocessing, labels and weig
   Model back = load_model(dir + "/m.json");
   CHECK(back.graph.size() == m.graph.size());
   CHECK(back.labels == cifar10_labels());
-  CHECK(back.preprocess.resize == 0);
+  CHECK(back.preprocess.resize == 32);
+  CHECK(back.preprocess.crop == 32);
   CHECK(back.graph.input_chw == m.graph.input_chw);
   Tensor x = test::random_tensor({2, 3, 32, 32}, 1);
   CHECK(test::max_abs_error(forward(back.graph, x).out(), forward(m.graph, x).out()) == 0.0);

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine that has only this repository:
+#   ./setup.sh demo    install what is missing (apt), build, run spade predict on a built-in model
+#   ./setup.sh test    install what is missing, build, run every test
+#   ./setup.sh build   install what is missing and build
+# The build goes to build/ (override with SPADE_BUILD_DIR); extra CMake flags via SPADE_CMAKE_FLAGS
+# (e.g. -DSPADE_CUDA=OFF).
+set -euo pipefail
+cd "$(dirname "$0")"
+mode="${1:-demo}"
+build="${SPADE_BUILD_DIR:-build}"
+
+packages=(cmake g++ make libeigen3-dev nlohmann-json3-dev catch2 libstb-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+jobs="$(nproc 2>/dev/null || echo 2)"
+# shellcheck disable=SC2086
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release ${SPADE_CMAKE_FLAGS:-} >/dev/null
+cmake --build "$build" -j "$jobs"
+
+case "$mode" in
+  build) ;;
+  test)
+    (cd "$build" && ctest --output-on-failure -j "$jobs")
+    ;;
+  demo)
+    # The repository's own default: CIFAR ResNet-20 with the real pretrained weights when
+    # ../shared has them, otherwise with seeded random weights, on an image the repo ships.
+    demo="$build/demo"
+    image="tests/data/image/src.png"
+    weights="../shared/models/cifar10_resnet20.safetensors"
+    if [ -f "$weights" ]; then
+      "$build/spade" convert --model cifar_resnet20 --weights "$weights" --out "$demo/cifar_resnet20.json"
+    else
+      echo "setup: ../shared/models not found; the demo model gets random weights (seed 0)"
+      "$build/spade" convert --model cifar_resnet20 --random-init 0 --out "$demo/cifar_resnet20.json"
+    fi
+    "$build/spade" info --model "$demo/cifar_resnet20.json" | tail -n 1
+    "$build/spade" predict --model "$demo/cifar_resnet20.json" --image "$image" --topk 5
+    ;;
+  *)
+    echo "usage: ./setup.sh [demo|test|build]" >&2
+    exit 2
+    ;;
+esac
