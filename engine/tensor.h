@@ -63,4 +63,7 @@ class Tensor {
 // when they already have a batch dimension of their own (cat0).
 Tensor cat0(const std::vector<Tensor>& parts);
 
+// Frees the large blocks that tensors returned for reuse (see tensor.cpp).
+void release_host_cache();
+
 }  // namespace spade

@@ -39,7 +39,7 @@ void block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, co
 
 }  // namespace
 
-// Threads get fixed blocks of the larger output dimension, handed out dynamically: a thread that
+// Each thread gets one fixed block of the larger output dimension (handed out dynamically): a thread that
 // the OS deschedules delays only its own block instead of stalling every other thread at Eigen's
 // internal spin barriers, and since the blocks are fixed the result does not depend on which
 // thread computes which block.
@@ -60,7 +60,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
   const bool split_cols = N >= M;
   const int64_t extent = split_cols ? N : M;
   const int64_t align = split_cols ? 16 : 8;
-  int64_t chunk = (extent + 2 * threads - 1) / (2 * threads);
+  int64_t chunk = (extent + threads - 1) / threads;
   chunk = std::max<int64_t>(split_cols ? 64 : 16, (chunk + align - 1) / align * align);
   const int64_t blocks = (extent + chunk - 1) / chunk;
 #pragma omp parallel for schedule(dynamic, 1)
