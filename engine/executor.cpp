@@ -34,7 +34,11 @@ ForwardResult run_forward(const Graph& g, Graph* mutable_graph, const Tensor& x,
     inputs.clear();
     for (int j : node.inputs) inputs.push_back(&r.acts[j]);
     Node* stats = mutable_graph ? &mutable_graph->node(i) : nullptr;
-    r.acts[i] = node_forward(node, inputs, opt.overlay, opt.train, node_seed(opt.seed, i), stats);
+    // In-place when this node is the first input's last reader and nobody else holds it.
+    const int first = node.inputs.empty() ? -1 : node.inputs[0];
+    const bool reuse = !opt.keep_activations && !opt.hook && first > 0 && last_use[first] == i &&
+                       r.acts[first].sole_owner() && (node.inputs.size() < 2 || node.inputs[1] != first);
+    r.acts[i] = node_forward(node, inputs, opt.overlay, opt.train, node_seed(opt.seed, i), stats, reuse);
     if (opt.hook) opt.hook(i, inputs, r.acts[i]);
     if (!opt.keep_activations)
       for (int j : node.inputs)

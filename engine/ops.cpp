@@ -96,9 +96,12 @@ uint64_t node_seed(uint64_t pass_seed, int node_index) {
 }
 
 Tensor node_forward(const Node& node, const std::vector<const Tensor*>& inputs, const WeightOverlay* overlay,
-                    bool train, uint64_t seed, Node* stats) {
+                    bool train, uint64_t seed, Node* stats, bool reuse_input) {
   const Tensor& x = *inputs.at(0);
   const Shape& in = x.shape();
+  // Output buffer for pointwise ops: the input's own storage when allowed (saves an allocation
+  // and a pass of fresh memory per node during inference).
+  auto pointwise_out = [&] { return reuse_input ? x : Tensor::empty(in); };
   auto need4 = [&] {
     if (x.ndim() != 4) throw Error("node \"" + node.name + "\": expected a 4-D input, got " + shape_str(in));
   };
@@ -126,7 +129,7 @@ Tensor node_forward(const Node& node, const std::vector<const Tensor*>& inputs, 
       std::vector<float> mean, invstd;
       std::vector<double> var;
       bn_statistics(node, overlay, x, train, mean, invstd, &var);
-      Tensor y = Tensor::empty(in);
+      Tensor y = pointwise_out();
       kernels::batchnorm_apply(bn_geom(in), x.data(), mean.data(), invstd.data(),
                                effective_param(node, overlay, "weight").data(),
                                effective_param(node, overlay, "bias").data(), y.data());
@@ -145,7 +148,7 @@ Tensor node_forward(const Node& node, const std::vector<const Tensor*>& inputs, 
     }
     case OpKind::ReLU:
     case OpKind::ReLU6: {
-      Tensor y = Tensor::empty(in);
+      Tensor y = pointwise_out();
       kernels::clamp_forward(x.numel(), x.data(), 0.f, node.op == OpKind::ReLU6 ? 6.f : INFINITY, y.data());
       return y;
     }
@@ -172,7 +175,7 @@ Tensor node_forward(const Node& node, const std::vector<const Tensor*>& inputs, 
       const Tensor& x2 = *inputs.at(1);
       if (x2.shape() != in)
         throw Error("node \"" + node.name + "\": cannot add " + shape_str(in) + " and " + shape_str(x2.shape()));
-      Tensor y = Tensor::empty(in);
+      Tensor y = pointwise_out();
       kernels::add_forward(x.numel(), x.data(), x2.data(), y.data());
       return y;
     }

@@ -27,8 +27,10 @@ void bn_statistics(const Node& node, const WeightOverlay* overlay, const Tensor&
 
 // Computes one node's output. `stats`, when given, is the node whose BatchNorm running
 // statistics a train-mode pass updates (PyTorch's momentum rule, unbiased variance).
+// With `reuse_input`, pointwise ops (BatchNorm, ReLU, ReLU6, Add) may write their output into
+// the first input's storage: the caller promises nothing else will read that input again.
 Tensor node_forward(const Node& node, const std::vector<const Tensor*>& inputs, const WeightOverlay* overlay,
-                    bool train, uint64_t seed, Node* stats);
+                    bool train, uint64_t seed, Node* stats, bool reuse_input = false);
 
 // The dropout seed of one node in one pass.
 uint64_t node_seed(uint64_t pass_seed, int node_index);

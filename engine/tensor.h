@@ -31,6 +31,8 @@ class Tensor {
   static Tensor empty(Shape shape);
 
   bool defined() const { return storage_ != nullptr; }
+  // True when no other Tensor shares this storage, so it may be overwritten in place.
+  bool sole_owner() const { return storage_ && storage_.use_count() == 1; }
   const Shape& shape() const { return shape_; }
   int ndim() const { return static_cast<int>(shape_.size()); }
   int64_t dim(int i) const;  // negative i counts from the end
