@@ -10,4 +10,8 @@ struct Error : std::runtime_error {
   explicit Error(const std::string& msg) : std::runtime_error(msg) {}
 };
 
+// Text taken from an untrusted file, made safe for a one-line message: control bytes (and, with
+// escape_high, bytes >= 0x80, e.g. invalid UTF-8) are shown as \xNN.
+std::string printable(const std::string& s, bool escape_high = false);
+
 }  // namespace spade

@@ -31,13 +31,6 @@ bool has_image_extension(const std::string& file) {
   return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp";
 }
 
-// Archive member names are untrusted: keep error messages on one line.
-std::string printable(const std::string& s) {
-  std::string out;
-  for (char c : s) out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
-  return out;
-}
-
 // ---- tar -------------------------------------------------------------------------------------
 // Header layout (POSIX ustar; GNU uses the same offsets for the fields read here).
 struct TarField {

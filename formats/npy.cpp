@@ -29,23 +29,6 @@ struct PyValue {
   std::vector<std::pair<std::string, PyValue>> dict;
 };
 
-// Error messages are one line of text: bytes from the file outside printable ASCII are shown as
-// \xNN.
-std::string printable(const std::string& s) {
-  static const char hex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : s) {
-    if (c < 0x20 || c >= 0x7F) {
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
-
 class HeaderParser {
  public:
   HeaderParser(const std::string& path, const char* text, size_t size) : path_(path), text_(text), size_(size) {}
@@ -116,7 +99,7 @@ class HeaderParser {
     } else if (consume_word("None")) {
       v.kind = PyValue::Kind::None;
     } else {
-      fail("unexpected character '" + printable(std::string(1, c)) + "'");
+      fail("unexpected character '" + printable(std::string(1, c), true) + "'");
     }
     return v;
   }
@@ -171,7 +154,7 @@ class HeaderParser {
       if (pos_ >= size_ || (text_[pos_] != '\'' && text_[pos_] != '"')) fail("expected a string key");
       std::string key = parse_string();
       for (const auto& kv : dict)
-        if (kv.first == key) fail("duplicate key '" + printable(key) + "'");
+        if (kv.first == key) fail("duplicate key '" + printable(key, true) + "'");
       if (!consume(':')) fail("expected ':'");
       dict.emplace_back(key, parse_value(depth + 1));
       if (consume('}')) break;
@@ -202,7 +185,7 @@ NpyHeader interpret_header(const std::string& path, const PyValue& dict) {
     if (key == "descr") descr = &value;
     else if (key == "fortran_order") fortran = &value;
     else if (key == "shape") shape = &value;
-    else fail("malformed header: unexpected key '" + printable(key) + "'");
+    else fail("malformed header: unexpected key '" + printable(key, true) + "'");
   }
   if (!descr || !fortran || !shape) fail("malformed header: it must have the keys 'descr', 'fortran_order' and 'shape'");
 
@@ -253,7 +236,7 @@ Tensor load_npy(const std::string& path) {
   size_t item = 0;
   if (h.descr == "<f4" || h.descr == "|f4") item = 4;
   else if (h.descr == "<f8") item = 8;
-  else fail("unsupported dtype '" + printable(h.descr) + "' (only '<f4' and '<f8' are read)");
+  else fail("unsupported dtype '" + printable(h.descr, true) + "' (only '<f4' and '<f8' are read)");
   if (h.fortran_order)
     fail("fortran_order is True (column-major); save a C-order array (np.ascontiguousarray)");
 

@@ -50,24 +50,6 @@ uint64_t read_u64_le(const uint8_t* p) {
   return v;
 }
 
-// Error messages are one line: control characters from the file (a tensor name may contain an
-// escaped newline) are shown as \xNN; escape_high does the same for non-ASCII bytes, which in a
-// parser message may be the invalid UTF-8 that caused it.
-std::string printable(const std::string& s, bool escape_high = false) {
-  static const char hex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7F || (escape_high && c >= 0x80)) {
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
-
 std::string quoted(const std::string& s) { return "'" + printable(s) + "'"; }
 
 float half_to_float(uint16_t h) {

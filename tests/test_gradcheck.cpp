@@ -30,8 +30,14 @@ Tensor spaced_tensor(const Shape& shape, uint64_t seed, float max_mag = 5.f) {
   return t;
 }
 
+ForwardOptions mode(bool train) {
+  ForwardOptions o;
+  o.train = train;
+  return o;
+}
+
 double objective(const Graph& g, const Tensor& x, const Tensor& r, bool train) {
-  Tensor out = forward(g, x, ForwardOptions{train}).out();
+  Tensor out = forward(g, x, mode(train)).out();
   double s = 0;
   for (int64_t i = 0; i < out.numel(); ++i) s += static_cast<double>(out[i]) * r[i];
   return s;
@@ -82,9 +88,9 @@ void gradcheck(Graph& g, const Shape& in_shape, bool train, uint64_t seed, Check
       for (int64_t i = 0; i < r.numel(); ++i) r[i] = 0.5f + std::fabs(r[i]);
     p->copy_from(r);
   }
-  Tensor out = forward(g, x, ForwardOptions{train}).out();
+  Tensor out = forward(g, x, mode(train)).out();
   Tensor r = test::random_tensor(out.shape(), seed + 11);
-  ForwardResult fwd = forward(g, x, ForwardOptions{train});
+  ForwardResult fwd = forward(g, x, mode(train));
   BackwardOptions bo;
   bo.param_grads = true;
   BackwardResult b = backward(g, fwd, g.output(), r, bo);

@@ -13,6 +13,7 @@
 #include "formats/image.h"
 #include "support/test_support.h"
 
+using spade::test::error_of;
 using namespace spade;
 
 namespace {
@@ -75,15 +76,6 @@ std::vector<uint8_t> png_header(uint32_t w, uint32_t h) {
   b[24] = 8;  // bit depth
   b[25] = 2;  // colour type RGB
   return b;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 Image gradient(int w, int h) {

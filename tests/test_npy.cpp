@@ -15,19 +15,11 @@
 #include "formats/npy.h"
 #include "support/test_support.h"
 
+using spade::test::error_of;
 using namespace spade;
 using Catch::Contains;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no spade::Error thrown>";
-}
 
 // An .npy file from a header dict text; the length field is the header's own unless overridden.
 std::string npy_file(const std::string& dict, const std::string& data, int major = 1, int minor = 0,

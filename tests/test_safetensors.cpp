@@ -14,6 +14,7 @@
 #include "formats/safetensors.h"
 #include "support/test_support.h"
 
+using spade::test::error_of;
 using namespace spade;
 using Catch::Contains;
 
@@ -43,16 +44,6 @@ std::string write_bytes(const std::string& dir, const std::string& name, const s
   std::string path = dir + "/" + name;
   write_file_atomic(path, bytes);
   return path;
-}
-
-// The spade::Error message of f; any other exception escapes and fails the test.
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no spade::Error thrown>";
 }
 
 uint32_t float_bits(float f) {

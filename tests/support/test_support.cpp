@@ -49,4 +49,13 @@ double max_rel_error(const Tensor& a, const Tensor& b) {
   return max_abs_error(a, b) / scale;
 }
 
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no spade::Error thrown>";
+}
+
 }  // namespace spade::test

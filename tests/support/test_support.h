@@ -2,6 +2,7 @@
 // Helpers shared by the Catch2 tests: fixture paths, the optional ../shared checkout, random
 // tensors and closeness checks that report the worst element.
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 
@@ -19,5 +20,9 @@ Tensor random_tensor(const Shape& shape, uint64_t seed, float lo = -1.f, float h
 // max |a - b| / (max |b| + tiny): the relative error measure used against golden files.
 double max_rel_error(const Tensor& a, const Tensor& b);
 double max_abs_error(const Tensor& a, const Tensor& b);
+
+// The spade::Error message f throws, or "<no spade::Error thrown>"; any other exception escapes
+// and fails the test.
+std::string error_of(const std::function<void()>& f);
 
 }  // namespace spade::test
