@@ -2,6 +2,25 @@
 
 namespace spade::kernels {
 
+namespace {
+// Plane reductions with 16 independent float lanes (vectorisable without reassociating, so the
+// result is the same on every run), combined in a fixed order.
+constexpr int kLanes = 16;
+
+template <class F>
+float lane_sum(int64_t n, F term) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += term(i + j);
+  float tail = 0;
+  for (; i < n; ++i) tail += term(i);
+  float s = tail;
+  for (int j = 0; j < kLanes; ++j) s += acc[j];
+  return s;
+}
+}  // namespace
+
 void batchnorm_apply(const BNGeom& g, const float* x, const float* mean, const float* invstd,
                      const float* weight, const float* bias, float* y) {
 #pragma omp parallel for collapse(2) schedule(static)
@@ -15,6 +34,7 @@ void batchnorm_apply(const BNGeom& g, const float* x, const float* mean, const f
     }
 }
 
+// Planes are summed in float lanes (lane_sum) and combined in double, always in the same order.
 void batchnorm_batch_stats(const BNGeom& g, const float* x, double* mean, double* var) {
   const double count = static_cast<double>(g.N * g.HW);
 #pragma omp parallel for schedule(static)
@@ -22,16 +42,14 @@ void batchnorm_batch_stats(const BNGeom& g, const float* x, double* mean, double
     double s = 0;
     for (int64_t n = 0; n < g.N; ++n) {
       const float* in = x + (n * g.C + c) * g.HW;
-      for (int64_t i = 0; i < g.HW; ++i) s += in[i];
+      s += lane_sum(g.HW, [in](int64_t i) { return in[i]; });
     }
     const double m = s / count;
+    const float mf = static_cast<float>(m);
     double ss = 0;
     for (int64_t n = 0; n < g.N; ++n) {
       const float* in = x + (n * g.C + c) * g.HW;
-      for (int64_t i = 0; i < g.HW; ++i) {
-        double d = in[i] - m;
-        ss += d * d;
-      }
+      ss += lane_sum(g.HW, [in, mf](int64_t i) { return (in[i] - mf) * (in[i] - mf); });
     }
     mean[c] = m;
     var[c] = ss / count;
@@ -45,16 +63,15 @@ void grad_sums(const BNGeom& g, const float* x, const float* gy, const float* me
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < g.C; ++c) {
     double a = 0, b = 0;
+    const float m = mean[c];
     for (int64_t n = 0; n < g.N; ++n) {
       const float* in = x + (n * g.C + c) * g.HW;
       const float* go = gy + (n * g.C + c) * g.HW;
-      for (int64_t i = 0; i < g.HW; ++i) {
-        a += go[i];
-        b += go[i] * (in[i] - mean[c]) * invstd[c];
-      }
+      a += lane_sum(g.HW, [go](int64_t i) { return go[i]; });
+      b += lane_sum(g.HW, [go, in, m](int64_t i) { return go[i] * (in[i] - m); });
     }
     sum_gy[c] = a;
-    sum_gy_xhat[c] = b;
+    sum_gy_xhat[c] = b * invstd[c];
   }
 }
 }  // namespace
