@@ -240,15 +240,14 @@ void conv2d_backward_input(const ConvGeom& g, const float* gy, const float* w, f
   }
 }
 
-void conv2d_backward_params(const ConvGeom& g, const float* x, const float* gy, float* gw, float* gb) {
-  if (g.depthwise()) return dw_backward_params(g, x, gy, gw, gb);
+namespace {
+// Weight gradient of images [n0, n1) into gw (overwritten).
+void weight_grad_images(const ConvGeom& g, const float* x, const float* gy, int64_t n0, int64_t n1, float* gw) {
   const int64_t OHW = g.out_h() * g.out_w(), Kg = g.cout_per_group(), rows = g.col_rows();
   const int64_t in_sz = g.C * g.H * g.W, out_sz = g.K * OHW;
   const bool pw = is_pointwise(g);
   float* cols = pw ? nullptr : scratch(rows * OHW);
-  // Images in order with a (multi-threaded, deterministic) GEMM each, so the sum over the
-  // batch always happens in the same order.
-  for (int64_t n = 0; n < g.N; ++n)
+  for (int64_t n = n0; n < n1; ++n)
     for (int64_t gi = 0; gi < g.groups; ++gi) {
       const int64_t c0 = gi * g.cin_per_group();
       const float* B = x + n * in_sz + c0 * g.H * g.W;
@@ -256,8 +255,29 @@ void conv2d_backward_params(const ConvGeom& g, const float* x, const float* gy, 
         im2col(g, x + n * in_sz, c0, cols);
         B = cols;
       }
-      gemm(false, true, Kg, rows, OHW, gy + n * out_sz + gi * Kg * OHW, B, gw + gi * Kg * rows, n > 0);
+      gemm(false, true, Kg, rows, OHW, gy + n * out_sz + gi * Kg * OHW, B, gw + gi * Kg * rows, n > n0);
     }
+}
+}  // namespace
+
+void conv2d_backward_params(const ConvGeom& g, const float* x, const float* gy, float* gw, float* gb) {
+  if (g.depthwise()) return dw_backward_params(g, x, gy, gw, gb);
+  // The batch is cut into one fixed range of images per thread, each summed into its own buffer,
+  // and the buffers are added in thread order: deterministic for a given thread count.
+  const int64_t parts = std::min<int64_t>(num_threads(), g.N);
+  const int64_t size = g.K * g.col_rows(), OHW = g.out_h() * g.out_w(), out_sz = g.K * OHW;
+  if (parts <= 1) {
+    weight_grad_images(g, x, gy, 0, g.N, gw);
+  } else {
+    std::vector<float> partial((parts - 1) * size);
+#pragma omp parallel for schedule(static, 1) num_threads(parts)
+    for (int64_t p = 0; p < parts; ++p)
+      weight_grad_images(g, x, gy, p * g.N / parts, (p + 1) * g.N / parts,
+                         p == 0 ? gw : partial.data() + (p - 1) * size);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < size; ++i)
+      for (int64_t p = 1; p < parts; ++p) gw[i] += partial[(p - 1) * size + i];
+  }
   if (gb) {
 #pragma omp parallel for schedule(static)
     for (int64_t k = 0; k < g.K; ++k) {
