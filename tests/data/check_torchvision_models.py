@@ -12,7 +12,6 @@ model differs by more than 1e-4 or predicts another class.
 import argparse
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -22,23 +21,8 @@ import torch
 import torchvision
 from PIL import Image
 
-
-def save_safetensors(path, state_dict):
-    header, blobs, offset = {}, [], 0
-    for key, t in state_dict.items():
-        t = t.contiguous()
-        data = t.numpy().tobytes() if t.dtype == torch.int64 else t.float().numpy().tobytes()
-        header[key] = {"dtype": "I64" if t.dtype == torch.int64 else "F32", "shape": list(t.shape),
-                       "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-        blobs.append(data)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_writer import write_safetensors  # noqa: E402
 
 
 def main():
@@ -65,7 +49,7 @@ def main():
                     m.weight.data.uniform_(0.5, 1.5)
                     m.bias.data.normal_(0, 0.1)
             weights = os.path.join(tmp, name + ".safetensors")
-            save_safetensors(weights, model.state_dict())
+            write_safetensors(weights, model.state_dict())
             with torch.no_grad():
                 want = model(x)[0].numpy()
             out = subprocess.run([args.spade, "predict", "--model", name, "--weights", weights, "--image", img_path,

@@ -37,37 +37,8 @@ SIZE_BUDGET_BYTES = 6 * 1024 * 1024
 # ---------------------------------------------------------------------------------------------
 # safetensors (written by hand: the python package is not available here)
 
-_DTYPES = {torch.float32: ("F32", "<f4"), torch.int64: ("I64", "<i8")}
-
-
-def write_safetensors(path, tensors, metadata=None):
-    """tensors: ordered name -> tensor; the data section follows that order."""
-    header = {}
-    if metadata:
-        for k, v in metadata.items():
-            if not isinstance(k, str) or not isinstance(v, str):
-                raise TypeError(f"{path}: __metadata__ must map strings to strings ({k!r})")
-        header["__metadata__"] = dict(metadata)
-    blobs = []
-    offset = 0
-    for name, t in tensors.items():
-        t = t.detach().cpu().contiguous()
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"{path}: tensor {name} has unsupported dtype {t.dtype}")
-        tag, np_dtype = _DTYPES[t.dtype]
-        blob = np.ascontiguousarray(t.numpy()).astype(np_dtype, copy=False).tobytes()
-        header[name] = {"dtype": tag, "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    hjson = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    hjson += b" " * ((-len(hjson)) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hjson)))
-        f.write(hjson)
-        for blob in blobs:
-            f.write(blob)
-    os.replace(tmp, path)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_writer import write_safetensors  # noqa: E402
 
 
 def read_safetensors(path):

@@ -12,52 +12,12 @@ Run by hand from the repository root (Debian's torch lives in the system python)
 """
 import json
 import os
-import struct
 import sys
 
 import torch
 
-DTYPES = {
-    torch.float32: ("F32", 4),
-    torch.float16: ("F16", 2),
-    torch.bfloat16: ("BF16", 2),
-    torch.float64: ("F64", 8),
-    torch.int64: ("I64", 8),
-    torch.int32: ("I32", 4),
-    torch.uint8: ("U8", 1),
-    torch.bool: ("BOOL", 1),
-}
-
-
-def tensor_bytes(t):
-    # Reinterpret as bytes through a same-width integer view because numpy lacks bfloat16.
-    t = t.contiguous()
-    if t.dtype == torch.bool:
-        t = t.to(torch.uint8)
-    width = DTYPES[t.dtype][1]
-    as_int = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[width]
-    raw = t if t.dtype == as_int else t.view(as_int)
-    return raw.numpy().tobytes()  # native order, little-endian (checked in main)
-
-
-def write_safetensors(path, tensors, metadata):
-    header = {"__metadata__": metadata}
-    blobs = []
-    offset = 0
-    for name, t in tensors:
-        blob = tensor_bytes(t)
-        header[name] = {"dtype": DTYPES[t.dtype][0], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * ((8 - len(text) % 8) % 8)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for blob in blobs:
-            f.write(blob)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_writer import write_safetensors  # noqa: E402
 
 
 def main():
