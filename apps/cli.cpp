@@ -99,13 +99,15 @@ std::vector<Option> model_options() {
 
 void apply_threads(const Args& a) { kernels::set_num_threads(static_cast<int>(a.get_int("threads"))); }
 
-Model load_model_from(const Args& a) {
+LoadOptions load_options_from(const Args& a) {
   LoadOptions opt;
   opt.weights = a.get("weights");
   if (a.has("num-classes")) opt.zoo.num_classes = a.get_int("num-classes");
   opt.zoo.width = a.get_double("width");
-  return load_model(a.require("model"), opt);
+  return opt;
 }
+
+Model load_model_from(const Args& a) { return load_model(a.require("model"), load_options_from(a)); }
 
 Tensor load_input(const Args& a, const Model& m) {
   if (a.has("image") == a.has("input")) throw Error("give exactly one of --image IMG or --input X.npy");

@@ -41,6 +41,7 @@ class Args {
 
 // Options every model-taking command shares.
 std::vector<Option> model_options();
+LoadOptions load_options_from(const Args& a);  // --weights, --num-classes, --width
 Model load_model_from(const Args& a);
 void apply_threads(const Args& a);
 

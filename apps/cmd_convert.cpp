@@ -17,10 +17,7 @@ int cmd_convert(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  LoadOptions lo;
-  lo.weights = a.get("weights");
-  if (a.has("num-classes")) lo.zoo.num_classes = a.get_int("num-classes");
-  lo.zoo.width = a.get_double("width");
+  LoadOptions lo = load_options_from(a);
   if (a.has("random-init")) lo.random_init_seed = a.get_int("random-init");
   Model m = load_model(a.require("model"), lo);
   if (m.weights_path.empty() && !a.has("random-init"))

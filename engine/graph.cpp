@@ -3,9 +3,7 @@
 #include <cmath>
 #include <set>
 
-#include "kernels/cpu/conv.h"
-#include "kernels/cpu/elementwise.h"
-#include "kernels/cpu/pool.h"
+#include "engine/ops.h"
 
 namespace spade {
 
@@ -230,17 +228,7 @@ std::vector<Shape> Graph::infer_shapes(int64_t n) const {
       case OpKind::Conv2d: {
         need4();
         if (in[1] != a.in_channels) fail("does not have " + std::to_string(a.in_channels) + " channels");
-        kernels::ConvGeom g;
-        g.H = in[2];
-        g.W = in[3];
-        g.R = a.kernel[0];
-        g.S = a.kernel[1];
-        g.stride_h = a.stride[0];
-        g.stride_w = a.stride[1];
-        g.pad_h = a.padding[0];
-        g.pad_w = a.padding[1];
-        g.dil_h = a.dilation[0];
-        g.dil_w = a.dilation[1];
+        const kernels::ConvGeom g = conv_geom(nd, in);
         if (g.H + 2 * g.pad_h < g.dil_h * (g.R - 1) + 1 || g.W + 2 * g.pad_w < g.dil_w * (g.S - 1) + 1)
           fail("is smaller than the kernel");
         shapes[i] = {in[0], a.out_channels, g.out_h(), g.out_w()};
@@ -254,16 +242,7 @@ std::vector<Shape> Graph::infer_shapes(int64_t n) const {
       case OpKind::MaxPool2d:
       case OpKind::AvgPool2d: {
         need4();
-        kernels::PoolGeom g;
-        g.H = in[2];
-        g.W = in[3];
-        g.kh = a.kernel[0];
-        g.kw = a.kernel[1];
-        g.stride_h = a.stride[0];
-        g.stride_w = a.stride[1];
-        g.pad_h = a.padding[0];
-        g.pad_w = a.padding[1];
-        g.ceil_mode = a.ceil_mode;
+        const kernels::PoolGeom g = pool_geom(nd, in);
         if (g.H + 2 * g.pad_h < g.kh || g.W + 2 * g.pad_w < g.kw) fail("is smaller than the pooling window");
         shapes[i] = {in[0], in[1], g.out_h(), g.out_w()};
         break;
@@ -290,12 +269,7 @@ std::vector<Shape> Graph::infer_shapes(int64_t n) const {
       }
       case OpKind::ShortcutA: {
         need4();
-        kernels::ShortcutGeom g;
-        g.C = in[1];
-        g.H = in[2];
-        g.W = in[3];
-        g.pad = a.pad_channels;
-        g.stride = a.stride[0];
+        const kernels::ShortcutGeom g = shortcut_geom(nd, in);
         shapes[i] = {in[0], g.out_c(), g.out_h(), g.out_w()};
         break;
       }
