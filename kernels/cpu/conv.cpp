@@ -169,15 +169,16 @@ void backward_input_image(const ConvGeom& g, const float* gyi, const float* w, f
 
 }  // namespace
 
-void im2col(const ConvGeom& g, const float* image, int64_t c0, float* cols) {
+void im2col(const ConvGeom& g, const float* image, int64_t c0, float* cols, int64_t ld) {
   const int64_t OH = g.out_h(), OW = g.out_w(), Cg = g.cin_per_group();
+  if (ld == 0) ld = OH * OW;
   for (int64_t c = 0; c < Cg; ++c) {
     const float* plane = image + (c0 + c) * g.H * g.W;
     for (int64_t r = 0; r < g.R; ++r) {
       int64_t oh0, oh1;
       valid_range(OH, g.H, g.stride_h, g.pad_h, r * g.dil_h, oh0, oh1);
       for (int64_t s = 0; s < g.S; ++s) {
-        float* row = cols + ((c * g.R + r) * g.S + s) * OH * OW;
+        float* row = cols + ((c * g.R + r) * g.S + s) * ld;
         int64_t ow0, ow1;
         valid_range(OW, g.W, g.stride_w, g.pad_w, s * g.dil_w, ow0, ow1);
         std::fill(row, row + oh0 * OW, 0.f);

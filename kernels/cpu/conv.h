@@ -29,7 +29,8 @@ void conv2d_backward_params(const ConvGeom& g, const float* x, const float* gy, 
 
 // Unfolds the channels [c0, c0 + cin_per_group) of one image (C,H,W) into columns
 // (cin_per_group*R*S, OH*OW) in (c, r, s) row order, zero where the window leaves the image.
-void im2col(const ConvGeom& g, const float* image, int64_t c0, float* cols);
+// Rows are `ld` floats apart (0: OH*OW, packed), so several images can sit side by side.
+void im2col(const ConvGeom& g, const float* image, int64_t c0, float* cols, int64_t ld = 0);
 // Adds columns back into one image (the adjoint of im2col); the image must be initialised.
 void col2im_add(const ConvGeom& g, const float* cols, int64_t c0, float* image);
 
