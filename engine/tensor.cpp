@@ -8,6 +8,8 @@
 #include <new>
 #include <sstream>
 
+#include "kernels/cpu/memory.h"
+
 namespace spade {
 
 const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
@@ -78,16 +80,17 @@ class HostBlockCache {
 
 constexpr size_t kCacheMinBytes = 256 * 1024;
 
-// 64-byte aligned so that Eigen and the compiler can use full-width vector loads.
+// 64-byte aligned so that Eigen and the compiler can use full-width vector loads; large blocks
+// on huge pages (kernels/cpu/memory.h).
 std::shared_ptr<float> allocate(int64_t n) {
   size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float);
   bytes = (bytes + 4095) / 4096 * 4096;
   const bool cached = bytes >= kCacheMinBytes;
   void* p = cached ? HostBlockCache::get().take(bytes) : nullptr;
-  if (!p) p = std::aligned_alloc(64, bytes);
+  if (!p) p = kernels::allocate_host(bytes);
   if (!p) {
     HostBlockCache::get().clear();
-    p = std::aligned_alloc(64, bytes);
+    p = kernels::allocate_host(bytes);
   }
   if (!p) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
   if (!cached) return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
