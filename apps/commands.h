@@ -6,5 +6,6 @@ int cmd_predict(int argc, char** argv, int first);
 int cmd_eval(int argc, char** argv, int first);
 int cmd_info(int argc, char** argv, int first);
 int cmd_convert(int argc, char** argv, int first);
+int cmd_prune(int argc, char** argv, int first);
 
 }  // namespace spade::cli

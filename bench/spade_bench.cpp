@@ -13,6 +13,7 @@
 
 #include "engine/executor.h"
 #include "formats/model.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
 
 using namespace spade;
@@ -60,7 +61,8 @@ int main(int argc, char** argv) {
     else {
       std::printf("usage: spade_bench [--threads N] [--quick] [--cases a,b,...]\n"
                   "cases: resnet50_fwd_b1 resnet50_fwd_b16 resnet50_fwdgrad_b1 mobilenet_v2_fwd_b1 "
-                  "mobilenet_v2_fwd_b16 mobilenet_v2_fwdgrad_b1\n");
+                  "mobilenet_v2_fwd_b16 mobilenet_v2_fwdgrad_b1 gemm_peak\n"
+                  "gemm_peak (only when named): float32 GEMM GFLOP/s at n = 2048, the machine's reference peak\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -70,6 +72,16 @@ int main(int argc, char** argv) {
       {"resnet50_fwdgrad_b1", "resnet50", 1, true},     {"mobilenet_v2_fwd_b1", "mobilenet_v2", 1, false},
       {"mobilenet_v2_fwd_b16", "mobilenet_v2", 16, false}, {"mobilenet_v2_fwdgrad_b1", "mobilenet_v2", 1, true},
   };
+  if (("," + only + ",").find(",gemm_peak,") != std::string::npos) {
+    const int64_t n = 2048;
+    std::vector<float> a(n * n), b(n * n), c(n * n);
+    for (int64_t i = 0; i < n * n; ++i) a[i] = b[i] = static_cast<float>(i % 7) * 0.1f;
+    auto [ms, reps] = time_ms([&] { kernels::gemm(false, false, n, n, n, a.data(), b.data(), c.data(), false); },
+                              quick ? 0.5 : 2.0);
+    std::printf("{\"impl\": \"spade\", \"case\": \"gemm_peak\", \"gflops\": %.1f, \"reps\": %d, \"threads\": %d}\n",
+                2.0 * n * n * n / (ms * 1e6), reps, threads);
+    std::fflush(stdout);
+  }
   for (const Case& c : cases) {
     if (!only.empty() && ("," + only + ",").find("," + c.name + ",") == std::string::npos) continue;
     Graph g = build_zoo_graph(c.arch);

@@ -13,6 +13,7 @@
 #include "formats/image.h"
 #include "formats/model.h"
 #include "formats/npy.h"
+#include "formats/safetensors.h"
 #include "support/test_support.h"
 
 using namespace spade;
@@ -52,7 +53,7 @@ int lines(const std::string& s) {
 
 TEST_CASE("every command has --help", "[cli]") {
   for (const char* cmd : {"--help", "predict --help", "eval --help", "eval accuracy --help", "info --help",
-                          "convert --help"}) {
+                          "convert --help", "prune --help"}) {
     INFO(cmd);
     Run r = spade_cli(cmd);
     CHECK(r.status == 0);
@@ -135,6 +136,15 @@ TEST_CASE("bad input gives a one-line error naming the problem and a non-zero ex
       {"eval accuracy --model cifar_resnet20 --data " + dir + "/none", "none"},
       {"convert --model cifar_resnet20 --out " + dir + "/c.json", "--random-init"},
       {"frobnicate", "unknown command"},
+      {"prune --model " + model + " --image " + img + " --out " + dir + "/t.safetensors --solver magic", "magic"},
+      {"prune --model " + model + " --image " + img + " --out " + dir + "/t.safetensors --sparsity 2", "outside [0, 1]"},
+      {"prune --model " + model + " --image " + img + " --out " + dir + "/t.safetensors --sparsity " + dir + "/bad.json",
+       "bad.json"},
+      {"prune --model " + model + " --out " + dir + "/t.safetensors", "--image"},
+      {"prune --model " + model + " --image " + img + " --out " + dir + "/t.safetensors --augs 0", "--augs"},
+      {"prune --model " + model + " --calib " + dir + "/nan.npy --out " + dir + "/t.safetensors", "NaN"},
+      {"prune --model " + model + " --calib " + dir + "/wrong.npy --out " + dir + "/t.safetensors", "wrong.npy"},
+      {"prune --model " + model + " --image " + img, "--out"},
   };
   for (const Case& c : cases) {
     INFO(c.args);
@@ -144,9 +154,51 @@ TEST_CASE("bad input gives a one-line error naming the problem and a non-zero ex
     CHECK(lines(r.err) == 1);
     CHECK(r.err.find(c.needle) != std::string::npos);
   }
+  CHECK(!fs::exists(dir + "/t.safetensors"));  // no failed prune left a trace behind
   // A failed convert leaves nothing behind.
   CHECK(!fs::exists(dir + "/c.json"));
   CHECK(!fs::exists(dir + "/c.safetensors"));
+}
+
+TEST_CASE("prune writes a trace that predict loads, and a report", "[cli][spade]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = dir + "/m.json", trace = dir + "/trace.safetensors", report = dir + "/r.json";
+  REQUIRE(spade_cli("convert --model cifar_resnet20 --random-init 3 --out " + model).status == 0);
+  const std::string img = test::data_path("image/src.png");
+  Run p = spade_cli("prune --model " + model + " --image " + img + " --augs 24 --sparsity 0.6 --out " + trace +
+                    " --report " + report);
+  INFO(p.err);
+  REQUIRE(p.status == 0);
+  CHECK(p.out.find("wrote " + trace) != std::string::npos);
+  const nlohmann::json r = nlohmann::json::parse(slurp(report));
+  CHECK(r.at("solver") == "sparsegpt");
+  CHECK(r.at("samples") == 24);
+  CHECK(r.at("layers").size() == 19);
+  for (const auto& l : r.at("layers")) {
+    INFO(l.dump());
+    CHECK(l.at("achieved").get<double>() >= 0.59);
+    CHECK(l.at("loss").get<double>() >= 0.0);
+    CHECK(l.contains("damping"));
+    CHECK(l.contains("seconds"));
+  }
+  // Same keys as the dense weights: predict takes the trace as --weights.
+  Model dense = load_model(model);
+  std::map<std::string, Tensor> t = load_safetensors(trace);
+  CHECK(t.size() == dense.graph.state_dict().size());
+  Run pr = spade_cli("predict --model cifar_resnet20 --weights " + trace + " --image " + img + " --json");
+  REQUIRE(pr.status == 0);
+  // The stem and every BatchNorm are the dense ones.
+  CHECK(t.at("conv1.weight").to_vector() == dense.graph.state_dict().at("conv1.weight").to_vector());
+  CHECK(t.at("bn1.running_var").to_vector() == dense.graph.state_dict().at("bn1.running_var").to_vector());
+
+  SECTION("a calibration set instead of augmentations") {
+    save_npy(dir + "/calib.npy", test::random_tensor({5, 3, 32, 32}, 4));
+    Run c = spade_cli("prune --model " + model + " --calib " + dir + "/calib.npy --solver obc --sparsity 0.5 --quiet --out " +
+                      dir + "/t2.safetensors --report " + dir + "/r2.json");
+    INFO(c.err);
+    REQUIRE(c.status == 0);
+    CHECK(nlohmann::json::parse(slurp(dir + "/r2.json")).at("samples") == 5);
+  }
 }
 
 TEST_CASE("info reports parameters and FLOPs", "[cli]") {
