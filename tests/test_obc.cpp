@@ -287,6 +287,18 @@ TEST_CASE("obc_prune rounds the step count up, with a guard against representati
   CHECK(prune(l, 2, 0.305).removed_blocks == 16);  // 50 blocks: 15.25 -> 16
 }
 
+TEST_CASE("obc_prune breaks ties in the global allocation by row", "[obc]") {
+  // Two identical rows have bit-identical step losses; 3 of 12 steps: both rows' first steps,
+  // then the first row's second one.
+  Layer l = random_layer(2, 6, 81);
+  std::copy(l.W.begin(), l.W.begin() + 6, l.W.begin() + 6);
+  const ObcStats st = prune(l, 1, 0.25);
+  REQUIRE(st.ok);
+  CHECK(st.removed_blocks == 3);
+  CHECK(std::count(l.W.begin(), l.W.begin() + 6, 0.f) == 2);
+  CHECK(std::count(l.W.begin() + 6, l.W.end(), 0.f) == 1);
+}
+
 TEST_CASE("obc_prune at sparsity 0 leaves W bit-identical and at 1 zeroes it", "[obc]") {
   const Layer base = random_layer(4, 10, 21);
   Layer l = base;
@@ -309,11 +321,12 @@ TEST_CASE("obc_prune at sparsity 0 leaves W bit-identical and at 1 zeroes it", "
 TEST_CASE("obc_prune's loss is the reconstruction error it causes, on layers that use the lazy updates",
           "[obc]") {
   // cols well above the lazily buffered downdate columns, so the stale inverse is updated
-  // several times; compared with the sequential textbook OBS as well.
+  // several times (and above the update's 480-row blocking for the last two); compared with the
+  // sequential textbook OBS as well.
   struct Case {
     int64_t rows, cols, block;
   };
-  for (const Case c : {Case{3, 150, 1}, Case{3, 150, 5}, Case{2, 144, 9}}) {
+  for (const Case c : {Case{3, 150, 1}, Case{3, 150, 5}, Case{2, 144, 9}, Case{2, 640, 1}, Case{1, 603, 9}}) {
     INFO("cols " << c.cols << " block " << c.block);
     const Layer base = random_layer(c.rows, c.cols, 40 + c.block);
     const Mat H = to_mat(base.H, c.cols);

@@ -35,9 +35,9 @@ using Vec = Eigen::VectorXd;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int kDampedTries = 8;  // lambda = 1, 10, ..., 1e7
 
-// Downdate columns kept before they are applied to the stale H^-1 in one rank-k update. Around
-// 64 the rank-k update already runs at full GEMM speed, while the per-step cost of forming the
-// current column from the stale one grows with the buffer.
+// Downdate columns kept before they are applied to the stale H^-1 in one rank-k update. At 64
+// the update is already as fast per flop as with more (it is limited by streaming the matrix),
+// while the per-step cost of forming the current column from the stale one grows with it.
 constexpr int64_t kLazyColumns = 64;
 
 bool all_finite(const double* p, int64_t n) {
@@ -69,9 +69,9 @@ void symmetrize(Mat& A, bool from_lower) {
 // a x m column-major (leading dimension ldu). This is where nearly all of OBC's time goes.
 #if defined(__AVX512F__)
 // Eigen's triangular product sweeps each row stripe across all columns of C, touching a few
-// cache lines per column on a new page each time; with C far larger than the caches that runs
-// at about half of the FMA peak. Here C is walked down 8-column panels (8 sequential streams)
-// in 24 x 8 register tiles, with U packed once per update.
+// cache lines per column on a new page each time; with C far larger than the caches that ran
+// at ~50 GFLOP/s on the development machine. Here C is walked down 8-column panels (8
+// sequential streams) in 24 x 8 register tiles, with U packed once per update: ~70 GFLOP/s.
 
 // 64-byte aligned storage for the packed operands.
 struct AlignedFree {
@@ -373,11 +373,8 @@ class RowGreedy {
     auto at = [&](int64_t i, int64_t j) -> double& { return S[i + j * n]; };
     for (int64_t t = 0; t < B; ++t)  // diagonal blocks (their upper parts are never read)
       for (int64_t s = 0; s < B; ++s) std::swap(at(q0 + s, q0 + t), at(p0 + s, p0 + t));
-    for (int64_t j = q0 + B; j < p0; ++j) {  // between: (J, Q) <-> (P, J)^T
-      // The row side walks with stride n, one cache line per column: fetch ahead.
-      if (j + 16 < p0) __builtin_prefetch(&at(p0, j + 16), 1);
+    for (int64_t j = q0 + B; j < p0; ++j)  // between: (J, Q) <-> (P, J)^T
       for (int64_t t = 0; t < B; ++t) std::swap(at(j, q0 + t), at(p0 + t, j));
-    }
     for (int64_t t = 0; t < B; ++t)  // (P, Q) becomes its own transpose
       for (int64_t s = t + 1; s < B; ++s) std::swap(at(p0 + s, q0 + t), at(p0 + t, q0 + s));
     for (int64_t t = 0; t < B; ++t)  // below: whole column segments
@@ -563,7 +560,10 @@ ObcStats obc_prune(float* W, int64_t rows, int64_t cols, const double* Hp, const
   // ceil with a guard against representation error: 0.5 * 8 must give 4, not 5.
   const int64_t count =
       std::clamp<int64_t>(static_cast<int64_t>(std::ceil(static_cast<double>(total) * opt.sparsity - 1e-9)), 0, total);
-  const int threads = omp_in_parallel() ? 1 : std::max(1, num_threads());  // also pins Eigen to one thread
+  // num_threads() also pins Eigen to one thread inside our parallel regions; called from inside
+  // someone else's parallel region, this runs on the calling thread alone.
+  const int configured = std::max(1, num_threads());
+  const int threads = omp_in_parallel() ? 1 : configured;
 
   Hessian hs;
   if (!prepare_hessian(Hp, n, hs, st, count > 0, threads)) {

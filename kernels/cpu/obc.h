@@ -21,25 +21,32 @@ namespace spade::kernels {
 struct ObcOptions {
   int64_t block = 1;       // columns removed together; must divide cols
   double sparsity = 0.0;   // fraction of blocks removed over the whole layer, in [0, 1]
-  // Called from the calling thread with the number of rows done so far.
+  // Called from the calling thread (never concurrently) with the number of rows whose greedy pass
+  // is done so far; the last call, after the weights are written, passes rows. Must not throw.
   std::function<void(int64_t rows_done)> progress;
 };
 
 struct ObcStats {
-  bool ok = true;                 // false: H stayed indefinite after every retry; W is untouched
+  bool ok = true;                 // false: H stayed indefinite after every retry, H is not finite
+                                  // or the options are invalid; W is untouched
   double damping = 0.0;           // lambda added to the diagonal of H (0 unless Cholesky failed)
   int retries = 0;                // Cholesky failures before it succeeded
   int64_t dead_columns = 0;       // columns with diag(H) == 0 (their weights are zeroed)
   int64_t removed_blocks = 0;     // total steps taken over all rows
-  double loss = 0.0;              // sum of the taken steps' losses = sum over rows of dw H dw^T
+  double loss = 0.0;              // sum of the taken steps' losses = sum over rows of dw H dw^T,
+                                  // with H as used (dead diagonals 1, plus damping*I)
 };
 
 // W: rows x cols, row-major, float32, overwritten with the pruned weights.
 // H: cols x cols symmetric positive semi-definite Hessian, row-major (not modified).
 // Dead columns: where H_jj == 0, H_jj is set to 1 and W[:, j] to 0 (before anything else).
 // Cholesky of H fails -> H + lambda*I with lambda = 1, then 10, 100, ... (at most 8 tries), else
-// ok = false. Rows are spread over kernels::num_threads() threads; the result does not depend on
-// the thread count.
+// ok = false. H is taken from its lower triangle (any non-finite entry: ok = false). Rows are
+// spread over kernels::num_threads() threads; the result does not depend on the thread count.
+//
+// Cost per row ~cols^3/3 flops for the greedy pass (each thread holds a cols x cols double
+// workspace), plus one Cholesky and inverse of H per call; the final weights of a row are
+// recomputed from its removal order by one symmetric solve of size min(|removed|, |kept|).
 ObcStats obc_prune(float* W, int64_t rows, int64_t cols, const double* H, const ObcOptions& opt);
 
 }  // namespace spade::kernels
