@@ -132,7 +132,8 @@ void HessianAccumulator::finalize() {
   energy_ *= scale;
   for (int64_t gi = 0; gi < h_.groups; ++gi) {
     double* h = h_.h.data() + gi * h_.dim * h_.dim;
-    for (auto* p = h; p != h + h_.dim * h_.dim; ++p) *p *= scale;
+    for (int64_t i = 0; i < h_.dim; ++i)
+      for (int64_t j = 0; j <= i; ++j) h[i * h_.dim + j] *= scale;
     kernels::symmetrize_from_lower(h_.dim, h);
   }
 }

@@ -172,7 +172,6 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
   std::vector<LayerReport> reports(L);
   std::vector<Tensor> pruned(L);
   for (int64_t i = 0; i < L; ++i) {
-    hs[i].finalize();
     reports[i] = untouched_report(g, layers[i]);
     reports[i].pruned = true;
     reports[i].loss = 0.0;
@@ -208,6 +207,7 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
       try {
         const auto t0 = Clock::now();
         const PrunableLayer& l = layers[i].layer;
+        hs[i].finalize();
         for (int64_t gi = 0; gi < l.groups; ++gi)
           solve_sparsegpt(l, pruned[i].data() + gi * l.rows * l.cols, hs[i].hessian().group(gi), cfg, reports[i]);
         finish_layer(i, t0);
@@ -229,6 +229,7 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
     for (int64_t i = 0; i < L; ++i) {
       const auto t0 = Clock::now();
       const PrunableLayer& l = layers[i].layer;
+      hs[i].finalize();
       for (int64_t gi = 0; gi < l.groups; ++gi) {
         auto rows_done = [&](int64_t r) {
           if (progress) progress("solve", rows_before + r, total_rows);

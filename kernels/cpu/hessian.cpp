@@ -68,8 +68,13 @@ void syrk_lower_add(int64_t n, int64_t k, const float* A, int64_t lda, double* C
 }
 
 void symmetrize_from_lower(int64_t n, double* C) {
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < i; ++j) C[j * n + i] = C[i * n + j];
+  // In 64 x 64 tiles: a plain row-by-row copy writes a column of C at a stride of n doubles,
+  // which for a 4608-wide Hessian misses the cache on every element.
+  constexpr int64_t T = 64;
+  for (int64_t i0 = 0; i0 < n; i0 += T)
+    for (int64_t j0 = 0; j0 <= i0; j0 += T)
+      for (int64_t i = i0; i < std::min(n, i0 + T); ++i)
+        for (int64_t j = j0; j < std::min(i, j0 + T); ++j) C[j * n + i] = C[i * n + j];
 }
 
 }  // namespace spade::kernels
