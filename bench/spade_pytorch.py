@@ -264,7 +264,7 @@ def loaded_blas():
             paths = {line.split()[-1] for line in f if "blas" in line.lower() and "/" in line}
     except OSError:
         return "unknown"
-    real = sorted({os.path.realpath(p) for p in paths})
+    real = sorted({os.path.realpath(p) for p in paths if "lapack" not in os.path.basename(p)})
     return ",".join(real) if real else "unknown"
 
 

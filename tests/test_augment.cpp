@@ -25,13 +25,7 @@ std::string augment_path(const std::string& file) { return test::data_path("augm
 
 nlohmann::json golden() { return nlohmann::json::parse(read_text_file(augment_path("golden.json"))); }
 
-// Number of differing bytes; -1 when the sizes differ.
-int64_t differing_bytes(const Image& a, const Image& b) {
-  if (a.width != b.width || a.height != b.height || a.rgb.size() != b.rgb.size()) return -1;
-  int64_t n = 0;
-  for (size_t i = 0; i < a.rgb.size(); ++i) n += a.rgb[i] != b.rgb[i];
-  return n;
-}
+using test::differing_bytes;
 
 // Bitwise equality of two tensors (NaN-safe, and stricter than ==: -0 differs from 0).
 bool same_bits(const Tensor& a, const Tensor& b) {

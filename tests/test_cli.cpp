@@ -191,6 +191,14 @@ TEST_CASE("prune writes a trace that predict loads, and a report", "[cli][spade]
   CHECK(t.at("conv1.weight").to_vector() == dense.graph.state_dict().at("conv1.weight").to_vector());
   CHECK(t.at("bn1.running_var").to_vector() == dense.graph.state_dict().at("bn1.running_var").to_vector());
 
+  SECTION("an already-normalised input is augmented too") {
+    save_npy(dir + "/x.npy", test::random_tensor({1, 3, 32, 32}, 9));
+    Run c = spade_cli("prune --model " + model + " --input " + dir + "/x.npy --augs 8 --quiet --out " + dir +
+                      "/t3.safetensors --report " + dir + "/r3.json");
+    INFO(c.err);
+    REQUIRE(c.status == 0);
+    CHECK(nlohmann::json::parse(slurp(dir + "/r3.json")).at("samples") == 8);
+  }
   SECTION("a calibration set instead of augmentations") {
     save_npy(dir + "/calib.npy", test::random_tensor({5, 3, 32, 32}, 4));
     Run c = spade_cli("prune --model " + model + " --calib " + dir + "/calib.npy --solver obc --sparsity 0.5 --quiet --out " +

@@ -22,13 +22,7 @@ std::string image_path(const std::string& file) { return test::data_path("image/
 
 nlohmann::json golden() { return nlohmann::json::parse(read_text_file(image_path("golden.json"))); }
 
-// Number of differing bytes; -1 when the sizes differ.
-int64_t differing_bytes(const Image& a, const Image& b) {
-  if (a.width != b.width || a.height != b.height || a.rgb.size() != b.rgb.size()) return -1;
-  int64_t n = 0;
-  for (size_t i = 0; i < a.rgb.size(); ++i) n += a.rgb[i] != b.rgb[i];
-  return n;
-}
+using test::differing_bytes;
 
 std::vector<float> read_f32(const std::string& path) {
   std::vector<uint8_t> bytes = read_file(path);

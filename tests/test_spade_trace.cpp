@@ -216,3 +216,41 @@ TEST_CASE("the Hessian pass measures each layer's output energy tr(W H W^T)", "[
     CHECK(hs[i].output_energy() == Approx(energy).epsilon(1e-4));
   }
 }
+
+TEST_CASE("depthwise convs can be pruned per channel", "[spade]") {
+  ZooOptions zo;
+  zo.width = 0.25;
+  zo.num_classes = 10;
+  Graph g = build_zoo_graph("mobilenet_v2", zo);
+  random_init(g, 1);
+  auto calib = tensor_calibration(test::random_tensor({4, 3, 64, 64}, 3), "random");
+  PruneConfig cfg;
+  cfg.sparsity = SparsitySchedule::uniform(0.5);
+  cfg.selection.include_depthwise = true;
+  Trace t = compute_trace(g, *calib, cfg);
+  // Taps whose input is zero on every image (a dead ReLU6 channel) are zeroed as dead columns;
+  // they count towards the mask, so a channel ends with max(5, dead taps) zeros.
+  auto plan = plan_layers(g, cfg.sparsity, cfg.selection);
+  TraceTimings timings;
+  auto hs = collect_hessians(g, plan, *calib, 4, timings);
+  int depthwise = 0;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const PrunableLayer& l = plan[i].layer;
+    if (!l.depthwise) continue;
+    ++depthwise;
+    INFO(l.name);
+    REQUIRE(t.weights.count(l.weight_key) == 1);
+    const Tensor& w = t.weights.at(l.weight_key);
+    hs[i].finalize();
+    // One 3x3 kernel per channel, each its own Hessian and mask block: round(9 * 0.5) = 5 zeros.
+    for (int64_t c = 0; c < l.groups; ++c) {
+      int64_t z = 0, dead = 0;
+      for (int64_t k = 0; k < 9; ++k) {
+        z += w[c * 9 + k] == 0.f;
+        dead += hs[i].hessian().group(c)[k * 9 + k] == 0.0;
+      }
+      CHECK(z == std::max<int64_t>(5, dead));
+    }
+  }
+  CHECK(depthwise == 17);
+}

@@ -12,7 +12,6 @@ accumulation-order error, so a test tolerance measures the engine alone.
 import copy
 import json
 import os
-import struct
 import sys
 
 try:
@@ -38,28 +37,7 @@ SIZE_BUDGET_BYTES = 6 * 1024 * 1024
 # safetensors (written by hand: the python package is not available here)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from safetensors_writer import write_safetensors  # noqa: E402
-
-
-def read_safetensors(path):
-    """Independent reader used only to check what write_safetensors produced."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    assert n % 8 == 0, path
-    header = json.loads(raw[8:8 + n].decode("utf-8"))
-    meta = header.pop("__metadata__", {})
-    data = raw[8 + n:]
-    out = {}
-    end = 0
-    for name, info in header.items():
-        np_dtype = {"F32": "<f4", "I64": "<i8"}[info["dtype"]]
-        a, b = info["data_offsets"]
-        arr = np.frombuffer(data[a:b], dtype=np_dtype).reshape(info["shape"])
-        out[name] = torch.from_numpy(arr.copy())
-        end = max(end, b)
-    assert end == len(data), f"{path}: data section has {len(data) - end} stray bytes"
-    return out, meta
+from safetensors_writer import read_safetensors, write_safetensors  # noqa: E402
 
 
 def write_checked(path, tensors, metadata):

@@ -4,7 +4,9 @@
 Run by hand from the repository root (Debian's torch lives in the system python):
     /usr/bin/python3 tests/data/make_spade_golden.py
 
-Deterministic: fixed seeds, torch.set_num_threads(1). Each file is read back and checked; the
+Deterministic for a given torch build and BLAS: fixed seeds, one thread. Float32 results differ at
+the 1e-7 level between BLAS libraries (netlib vs OpenBLAS: the matmul summation order), never in
+which weights are pruned (see mask_margin); the BLAS used is recorded in the metadata. Each file is read back and checked; the
 total must stay under 300 KB. Two files:
 
 sparsegpt.golden.safetensors -- the SparseGPT `fasterprune` of the authors' code path, run
@@ -31,13 +33,16 @@ hessian.golden.safetensors -- SparseGPT's running-mean Hessian of a layer input,
 Metadata (safetensors "__metadata__", string -> string):
     "format": "spade-sparsegpt-golden-v1" / "spade-hessian-golden-v1"
     "generator": "tests/data/make_spade_golden.py"
-    "torch": the torch version used
+    "torch": the torch version used; "blas": the BLAS/LAPACK libraries loaded
     "cases": a JSON list with one object per case, in storage order (see CASE_KEYS_* below).
 """
 import json
 import os
-import struct
 import sys
+
+# One thread everywhere, BLAS included (an OpenBLAS built with pthreads ignores torch.set_num_threads).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
 
 try:
     import torch
@@ -56,8 +61,8 @@ SIZE_BUDGET_BYTES = 300 * 1000
 
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "bench"))
-from safetensors_writer import write_safetensors  # noqa: E402
-from spade_pytorch import SparseGPT, sparsegpt_fasterprune  # noqa: E402
+from safetensors_writer import read_safetensors, write_safetensors  # noqa: E402
+from spade_pytorch import SparseGPT, loaded_blas, sparsegpt_fasterprune  # noqa: E402
 
 # Keys of each "cases" entry (all present in every entry of that file).
 CASE_KEYS_SPARSEGPT = ["name", "rows", "cols", "blocksize", "sparsity", "percdamp", "n", "dead_columns",
@@ -93,26 +98,6 @@ HESSIAN_N = 3
 HESSIAN_LINEAR_N = 5
 
 
-def read_safetensors(path):
-    """Independent reader, only to check what the writer produced."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    assert n % 8 == 0, path
-    header = json.loads(raw[8:8 + n].decode("utf-8"))
-    meta = header.pop("__metadata__", {})
-    data = raw[8 + n:]
-    out, end = {}, 0
-    for name, info in header.items():
-        assert info["dtype"] == "F32", (path, name)
-        a, b = info["data_offsets"]
-        assert a == end, (path, name)
-        out[name] = torch.from_numpy(np.frombuffer(data[a:b], dtype="<f4").reshape(info["shape"]).copy())
-        end = b
-    assert end == len(data), path
-    return out, meta
-
-
 def write_checked(path, tensors, metadata):
     write_safetensors(path, tensors, metadata)
     back, meta = read_safetensors(path)
@@ -139,9 +124,9 @@ def correlated_inputs(gen, cols, n):
 
 
 def mask_margin(W, H, blocksize, sparsity):
-    """Smallest relative gap, over the blocks, between the largest pruned score and the smallest
-    kept score of the first block mask (later blocks are checked through the f64 comparison)."""
-    # Recompute the per-block scores along the float64 run's path.
+    """Smallest relative gap, over all blocks, between the smallest kept and the largest pruned
+    score of the block's mask, along a float64 run of fasterprune: a margin well above float32
+    rounding means a correct float32 port selects the same weights."""
     W = W.double().clone()
     H = H.double().clone()
     cols = W.shape[1]
@@ -213,7 +198,7 @@ def sparsegpt_file():
               f"f32 vs f64 {rel_err(Wp, Wp64):.2e}")
     assert all(list(c) == CASE_KEYS_SPARSEGPT for c in cases)
     meta = {"format": "spade-sparsegpt-golden-v1", "generator": "tests/data/make_spade_golden.py",
-            "torch": torch.__version__, "cases": json.dumps(cases, separators=(",", ":"))}
+            "torch": torch.__version__, "blas": loaded_blas(), "cases": json.dumps(cases, separators=(",", ":"))}
     return write_checked(os.path.join(OUT_DIR, "sparsegpt.golden.safetensors"), tensors, meta)
 
 
@@ -286,7 +271,7 @@ def hessian_file():
         print(f"  {name}: H {tuple(H64.shape)}, authors' f32 add_batch vs f64 {max(errs):.2e}")
     assert all(list(c) == CASE_KEYS_HESSIAN for c in cases)
     meta = {"format": "spade-hessian-golden-v1", "generator": "tests/data/make_spade_golden.py",
-            "torch": torch.__version__, "cases": json.dumps(cases, separators=(",", ":"))}
+            "torch": torch.__version__, "blas": loaded_blas(), "cases": json.dumps(cases, separators=(",", ":"))}
     return write_checked(os.path.join(OUT_DIR, "hessian.golden.safetensors"), tensors, meta)
 
 

@@ -1,4 +1,4 @@
-"""The one safetensors writer of the fixture scripts (the `safetensors` python package is not
+"""The one safetensors writer (and checking reader) of the fixture scripts (the `safetensors` python package is not
 available here): 8-byte little-endian header length, JSON header (with "__metadata__" first when
 given) padded with spaces to a multiple of 8, then the tensors' bytes contiguously in the given
 order. Written to a temporary file and renamed."""
@@ -64,3 +64,25 @@ def write_safetensors(path, tensors, metadata=None):
         for blob in blobs:
             f.write(blob)
     os.replace(tmp, path)
+
+
+def read_safetensors(path):
+    """Independent reader used only to check what write_safetensors produced: (tensors, metadata).
+    F32 and I64 entries; the data must be contiguous in header order with no stray bytes."""
+    import numpy as np
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    assert n % 8 == 0, path
+    header = json.loads(raw[8:8 + n].decode("utf-8"))
+    meta = header.pop("__metadata__", {})
+    data = raw[8 + n:]
+    out, end = {}, 0
+    for name, info in header.items():
+        np_dtype = {"F32": "<f4", "I64": "<i8"}[info["dtype"]]
+        a, b = info["data_offsets"]
+        assert a == end, (path, name)
+        out[name] = torch.from_numpy(np.frombuffer(data[a:b], dtype=np_dtype).reshape(info["shape"]).copy())
+        end = b
+    assert end == len(data), f"{path}: data section has {len(data) - end} stray bytes"
+    return out, meta

@@ -58,4 +58,11 @@ std::string error_of(const std::function<void()>& f) {
   return "<no spade::Error thrown>";
 }
 
+int64_t differing_bytes(const Image& a, const Image& b) {
+  if (a.width != b.width || a.height != b.height || a.rgb.size() != b.rgb.size()) return -1;
+  int64_t n = 0;
+  for (size_t i = 0; i < a.rgb.size(); ++i) n += a.rgb[i] != b.rgb[i];
+  return n;
+}
+
 }  // namespace spade::test

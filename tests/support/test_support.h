@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/tensor.h"
+#include "formats/image.h"
 
 namespace spade::test {
 
@@ -20,6 +21,9 @@ Tensor random_tensor(const Shape& shape, uint64_t seed, float lo = -1.f, float h
 // max |a - b| / (max |b| + tiny): the relative error measure used against golden files.
 double max_rel_error(const Tensor& a, const Tensor& b);
 double max_abs_error(const Tensor& a, const Tensor& b);
+
+// Number of differing bytes of two 8-bit images; -1 when their sizes differ.
+int64_t differing_bytes(const Image& a, const Image& b);
 
 // The spade::Error message f throws, or "<no spade::Error thrown>"; any other exception escapes
 // and fails the test.
