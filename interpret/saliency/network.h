@@ -1,0 +1,58 @@
+#pragma once
+// The network a saliency method explains, and the batched passes every method is built from.
+// All passes run in eval mode over at most `batch` images at a time, so memory stays bounded
+// whatever the number of steps or samples a method asks for.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/executor.h"
+#include "engine/graph.h"
+#include "engine/rules.h"
+
+namespace spade::interp {
+
+struct Network {
+  const Graph& graph;
+  const WeightOverlay* weights = nullptr;  // a SPADE trace (nullptr: the dense model)
+  int64_t batch = 16;                      // images per forward/backward pass
+
+  int64_t num_classes() const;
+  // Input shape per image (C, H, W).
+  Shape image_shape() const;
+};
+
+// Logits (N, classes) of a batch of images (N, C, H, W).
+Tensor logits(const Network& net, const Tensor& x);
+
+// What a perturbation method scores: the target's logit (Captum's forward output) or its
+// softmax probability (the `lime` package's classifier_fn).
+enum class Score { Logit, Probability };
+// Score of `target` for every image of x, batched.
+std::vector<double> target_scores(const Network& net, const Tensor& x, int64_t target, Score score = Score::Logit);
+
+// d logit[target] / d x for every image of x (N, C, H, W), batched, with the backward rules
+// `rules` (nullptr: the plain gradient). `scores`, when given, receives each image's target logit.
+Tensor target_gradients(const Network& net, const Tensor& x, int64_t target, const RuleSet* rules = nullptr,
+                        std::vector<double>* scores = nullptr);
+
+// The node whose output a layer method (GradCAM, ScoreCAM) uses. `layer` is a node name, or a
+// module prefix ("layer4", "features") meaning the last node under it, i.e. the module's output.
+// Empty: the default, the input of the global average pool (the last convolutional stage).
+int resolve_layer(const Graph& g, const std::string& layer);
+
+// A layer's activations and d logit[target] / d activations for the images of x (batched).
+struct LayerPass {
+  Tensor activations;  // (N, K, h, w)
+  Tensor gradients;    // same shape
+};
+LayerPass layer_gradients(const Network& net, const Tensor& x, int64_t target, int layer_node,
+                          const RuleSet* rules = nullptr);
+
+// x repeated: (count, C, H, W) copies of the single image x (1, C, H, W).
+Tensor repeat_image(const Tensor& x, int64_t count);
+
+// Checks x is (N, C, H, W) with the network's image shape and finite values; `what` names it.
+void check_images(const Network& net, const Tensor& x, const std::string& what);
+
+}  // namespace spade::interp

@@ -1,0 +1,14 @@
+#pragma once
+// The modified ReLU backward passes of GuidedBackprop and Deconvolution, as backward rules on
+// every ReLU and ReLU6 node (Captum hooks nn.ReLU only; spade treats ReLU6, MobileNet's
+// rectifier, the same way so the methods mean the same thing on every model).
+#include "engine/rules.h"
+
+namespace spade::interp {
+
+// Guided backprop: d/dx = [x in the rectifier's linear range] * max(incoming gradient, 0).
+RuleSet guided_backprop_rules();
+// Deconvolution (Zeiler & Fergus): d/dx = max(incoming gradient, 0), whatever the forward input.
+RuleSet deconvolution_rules();
+
+}  // namespace spade::interp
