@@ -1,4 +1,4 @@
-// spade eval accuracy: top-1 over an ImageFolder directory or tar.
+// spade eval accuracy: top-1 over an ImageFolder directory or tar (and the dispatch of `spade eval`).
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -89,12 +89,15 @@ int eval_accuracy(int argc, char** argv, int first) {
 int cmd_eval(int argc, char** argv, int first) {
   std::string what = first < argc ? argv[first] : "";
   if (what == "accuracy") return eval_accuracy(argc, argv, first + 1);
+  if (what == "saliency") return cmd_eval_saliency(argc, argv, first + 1);
   if (what.empty() || what == "--help" || what == "-h") {
-    std::cout << "usage: spade eval <what> [options]\n\n  accuracy   top-1 accuracy over an ImageFolder "
-                 "directory or tar\n\nRun `spade eval accuracy --help` for its options.\n";
+    std::cout << "usage: spade eval <what> [options]\n\n"
+                 "  accuracy   top-1 accuracy over an ImageFolder directory or tar\n"
+                 "  saliency   insertion/deletion AUC, Trojan AUC and pointing game of saliency maps\n\n"
+                 "Run `spade eval <what> --help` for the options.\n";
     return what.empty() ? 2 : 0;
   }
-  throw Error("unknown evaluation \"" + what + "\" (available: accuracy)");
+  throw Error("unknown evaluation \"" + what + "\" (available: accuracy, saliency)");
 }
 
 }  // namespace spade::cli

@@ -7,5 +7,7 @@ int cmd_eval(int argc, char** argv, int first);
 int cmd_info(int argc, char** argv, int first);
 int cmd_convert(int argc, char** argv, int first);
 int cmd_prune(int argc, char** argv, int first);
+int cmd_explain(int argc, char** argv, int first);
+int cmd_eval_saliency(int argc, char** argv, int first);  // `spade eval saliency`
 
 }  // namespace spade::cli

@@ -17,9 +17,11 @@ void usage() {
                "commands:\n"
                "  predict         classify one image (or .npy input) and print the top classes\n"
                "  eval accuracy   top-1 accuracy over an ImageFolder directory or tar\n"
+               "  eval saliency   insertion/deletion, Trojan AUC and pointing game of saliency maps\n"
                "  info            layers, shapes, parameter counts and FLOPs of a model\n"
                "  convert         write a model as a JSON + safetensors pair\n"
-               "  prune           compute a SPADE trace (sample-specific pruned weights) for one image\n\n"
+               "  prune           compute a SPADE trace (sample-specific pruned weights) for one image\n"
+               "  explain         saliency maps of one image for the dense model or its SPADE trace\n\n"
                "Run `spade <command> --help` for the options of each command.\n";
 }
 
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
     if (cmd == "info") return spade::cli::cmd_info(argc, argv, 2);
     if (cmd == "convert") return spade::cli::cmd_convert(argc, argv, 2);
     if (cmd == "prune") return spade::cli::cmd_prune(argc, argv, 2);
+    if (cmd == "explain") return spade::cli::cmd_explain(argc, argv, 2);
     if (cmd == "--version" || cmd == "version") {
       std::cout << "spade 0.1.0\n";
       return 0;

@@ -53,7 +53,7 @@ int lines(const std::string& s) {
 
 TEST_CASE("every command has --help", "[cli]") {
   for (const char* cmd : {"--help", "predict --help", "eval --help", "eval accuracy --help", "info --help",
-                          "convert --help", "prune --help"}) {
+                          "convert --help", "prune --help", "explain --help", "eval saliency --help"}) {
     INFO(cmd);
     Run r = spade_cli(cmd);
     CHECK(r.status == 0);
