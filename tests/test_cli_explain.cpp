@@ -21,27 +21,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Run {
-  int status;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-Run spade_cli(const std::string& args) {
-  static int counter = 0;
-  const std::string dir = test::temp_dir();
-  const std::string out = dir + "/xout" + std::to_string(counter) + ".txt";
-  const std::string err = dir + "/xerr" + std::to_string(counter++) + ".txt";
-  const std::string cmd = std::string(SPADE_BINARY) + " " + args + " >" + out + " 2>" + err + " </dev/null";
-  int rc = std::system(cmd.c_str());
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, slurp(out), slurp(err)};
-}
+using test::slurp;
+using test::spade_cli;
+using Run = test::CliRun;
 
 // A CIFAR ResNet-20 with random weights saved as model JSON + safetensors, and one input.
 struct Fixture {

@@ -1,11 +1,14 @@
 #include "support/test_support.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace spade::test {
 
@@ -64,5 +67,25 @@ int64_t differing_bytes(const Image& a, const Image& b) {
   for (size_t i = 0; i < a.rgb.size(); ++i) n += a.rgb[i] != b.rgb[i];
   return n;
 }
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+#ifdef SPADE_BINARY
+CliRun spade_cli(const std::string& args) {
+  static std::atomic<int> counter{0};
+  const std::string dir = temp_dir();
+  const int k = counter++;
+  const std::string out = dir + "/out" + std::to_string(k) + ".txt";
+  const std::string err = dir + "/err" + std::to_string(k) + ".txt";
+  const std::string cmd = std::string(SPADE_BINARY) + " " + args + " >" + out + " 2>" + err + " </dev/null";
+  const int rc = std::system(cmd.c_str());
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, slurp(out), slurp(err)};
+}
+#endif
 
 }  // namespace spade::test

@@ -29,4 +29,14 @@ int64_t differing_bytes(const Image& a, const Image& b);
 // and fails the test.
 std::string error_of(const std::function<void()>& f);
 
+// The whole text of a file ("" when it cannot be read).
+std::string slurp(const std::string& path);
+
+// The spade binary run as a user would (stdin from /dev/null), with its exit status and output.
+struct CliRun {
+  int status;
+  std::string out, err;
+};
+CliRun spade_cli(const std::string& args);
+
 }  // namespace spade::test
