@@ -104,7 +104,7 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   opts.push_back({"mask", "MASK.png|MASK.npy", "with one input: the region (input-sized) for the Trojan AUC and the pointing game", ""});
   opts.push_back({"variant", "spade|rise", "insertion/deletion: the SPADE paper's (top-i% pixels, normalised, area in [0,99]) or RISE's", "spade"});
   opts.push_back({"no-insertion", "", "skip insertion/deletion", ""});
-  opts.push_back({"batch", "B", "images per forward/backward pass", "16"});
+  opts.push_back({"batch", "B", "images per forward/backward pass (bounds memory; 8 keeps ResNet-50 under 2 GB)", "8"});
   opts.push_back({"out", "RESULTS.json", "write per-image and mean metrics here", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
   Args a("eval saliency",
