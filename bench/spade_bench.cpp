@@ -1,6 +1,9 @@
 // Forward and forward + input-gradient timings of ResNet-50 and MobileNetV2 at 224x224, printed
 // as JSON lines in the same format as bench/bench_pytorch.py so bench/compare.py can put the two
 // side by side. Random weights: the arithmetic does not depend on the values.
+// With --saliency, the warm (in-process, after warm-up) time of saliency methods on ResNet-50
+// with given weights and input: the library's steady state, next to `spade explain`'s cold
+// per-process time that bench/compare_saliency.py measures.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -13,6 +16,9 @@
 
 #include "engine/executor.h"
 #include "formats/model.h"
+#include "formats/npy.h"
+#include "formats/safetensors.h"
+#include "interpret/saliency/methods.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
 
@@ -52,14 +58,20 @@ std::pair<double, int> time_ms(const std::function<void()>& fn, double budget_s)
 int main(int argc, char** argv) {
   int threads = 2;
   bool quick = false;
-  std::string only;
+  std::string only, saliency, weights, input;
+  int64_t target = 0;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (a == "--saliency" && i + 1 < argc) saliency = argv[++i];
+    else if (a == "--weights" && i + 1 < argc) weights = argv[++i];
+    else if (a == "--input" && i + 1 < argc) input = argv[++i];
+    else if (a == "--target" && i + 1 < argc) target = std::atoll(argv[++i]);
     else if (a == "--quick") quick = true;
     else if (a == "--cases" && i + 1 < argc) only = argv[++i];
     else {
       std::printf("usage: spade_bench [--threads N] [--quick] [--cases a,b,...]\n"
+                  "       spade_bench --saliency m1,m2,... --weights R50.safetensors --input X.npy --target T\n"
                   "cases: resnet50_fwd_b1 resnet50_fwd_b16 resnet50_fwdgrad_b1 mobilenet_v2_fwd_b1 "
                   "mobilenet_v2_fwd_b16 mobilenet_v2_fwdgrad_b1 gemm_peak\n"
                   "gemm_peak (only when named): float32 GEMM GFLOP/s at n = 2048, the machine's reference peak\n");
@@ -67,6 +79,22 @@ int main(int argc, char** argv) {
     }
   }
   kernels::set_num_threads(threads);
+  if (!saliency.empty()) {
+    Graph g = build_zoo_graph("resnet50");
+    g.load_state_dict(load_safetensors(weights), weights);
+    const Tensor x = load_npy(input);
+    const interp::Network net{g, nullptr};
+    std::stringstream list(saliency);
+    std::string m;
+    while (std::getline(list, m, ',')) {
+      const interp::MethodInfo& info = interp::find_method(m);
+      auto [ms, reps] = time_ms([&] { info.fn(net, x, target, interp::captum_preset()); }, quick ? 0.5 : 3.0);
+      std::printf("{\"impl\": \"spade\", \"case\": \"saliency_%s_warm\", \"s\": %.4f, \"reps\": %d, \"threads\": %d}\n",
+                  m.c_str(), ms / 1000, reps, threads);
+      std::fflush(stdout);
+    }
+    return 0;
+  }
   const std::vector<Case> cases = {
       {"resnet50_fwd_b1", "resnet50", 1, false},        {"resnet50_fwd_b16", "resnet50", 16, false},
       {"resnet50_fwdgrad_b1", "resnet50", 1, true},     {"mobilenet_v2_fwd_b1", "mobilenet_v2", 1, false},
