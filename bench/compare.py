@@ -21,6 +21,9 @@ import platform
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine_info import cpu_model, load_average  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH_PYTORCH = os.path.join(HERE, "bench_pytorch.py")
 RESULTS_DIR = os.path.join(HERE, "results")
@@ -79,22 +82,6 @@ def run_bench(impl, cmd, case, timeout):
     raise BenchError(f"{impl} printed no result line for {case}")
 
 
-def load_average():
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def fmt_ms(ms):
