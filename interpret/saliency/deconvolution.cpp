@@ -6,18 +6,7 @@
 namespace spade::interp {
 
 RuleSet deconvolution_rules() {
-  RuleSet rules;
-  auto rule = [](const BackwardContext& ctx, BackwardOutputs& out) {
-    out.input_grads.resize(1);
-    if (!ctx.need_input_grad.at(0)) return;
-    const Tensor& gy = ctx.grad_output;
-    Tensor gx = Tensor::empty(gy.shape());
-    for (int64_t i = 0; i < gy.numel(); ++i) gx[i] = gy[i] > 0.f ? gy[i] : 0.f;
-    out.input_grads[0] = gx;
-  };
-  rules.set(OpKind::ReLU, rule);
-  rules.set(OpKind::ReLU6, rule);
-  return rules;
+  return rectifier_rules([](float, float gy, float) { return gy > 0.f ? gy : 0.f; });
 }
 
 Tensor deconvolution(const Network& net, const Tensor& x, int64_t target, const MethodParams&) {
