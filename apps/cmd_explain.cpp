@@ -28,24 +28,20 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// The softmax of the logits of one image, as reported in meta.json.
 struct Prediction {
-  int64_t cls = 0;
-  float probability = 0, target_probability = 0;
+  std::vector<float> probs;
+  int64_t cls() const { return std::max_element(probs.begin(), probs.end()) - probs.begin(); }
 };
 
-Prediction predict(const interp::Network& net, const Tensor& x, int64_t target) {
+Prediction predict(const interp::Network& net, const Tensor& x) {
   const Tensor out = interp::logits(net, x);
-  const std::vector<float> p = softmax(out.data(), out.dim(1));
-  Prediction r;
-  r.cls = std::max_element(p.begin(), p.end()) - p.begin();
-  r.probability = p[r.cls];
-  r.target_probability = target >= 0 && target < int64_t(p.size()) ? p[target] : 0.f;
-  return r;
+  return {softmax(out.data(), out.dim(1))};
 }
 
-nlohmann::json prediction_json(const Prediction& p, const Model& m) {
-  return {{"class", p.cls}, {"label", m.labels.at(p.cls)}, {"probability", p.probability},
-          {"target_probability", p.target_probability}};
+nlohmann::json prediction_json(const Prediction& p, int64_t target, const Model& m) {
+  return {{"class", p.cls()}, {"label", m.labels.at(p.cls())}, {"probability", p.probs[p.cls()]},
+          {"target_probability", p.probs.at(target)}};
 }
 
 // One attribution and everything exported from it.
@@ -151,11 +147,10 @@ int cmd_explain(int argc, char** argv, int first) {
   for (const std::string& name : methods) params.push_back(method_params(a, name, m));
 
   const interp::Network dense{m.graph, nullptr, batch};
-  const Prediction dense_pred = predict(dense, x, -1);
-  const int64_t target = a.has("target") ? a.get_int("target") : dense_pred.cls;
+  const Prediction dense_pred = predict(dense, x);
+  const int64_t target = a.has("target") ? a.get_int("target") : dense_pred.cls();
   if (target < 0 || target >= dense.num_classes())
     throw Error("--target " + std::to_string(target) + " is out of range [0, " + std::to_string(dense.num_classes()) + ")");
-  const Prediction dense_at_target = predict(dense, x, target);
 
   std::unique_ptr<interp::Trace> trace;
   nlohmann::json spade_json = nullptr, trace_pred_json = nullptr;
@@ -174,7 +169,7 @@ int cmd_explain(int argc, char** argv, int first) {
     spade_json = {{"mode", mode}, {"report", interp::trace_report_json(*trace)}};
   }
   const interp::Network sparse{m.graph, trace ? &trace->weights : nullptr, batch};
-  if (trace) trace_pred_json = prediction_json(predict(sparse, x, target), m);
+  if (trace) trace_pred_json = prediction_json(predict(sparse, x), target, m);
 
   const Image shown = tensor_to_image(x, m.preprocess.mean, m.preprocess.std);
   std::vector<Result> results;  // per method: primary, then dense when comparing
@@ -217,8 +212,7 @@ int cmd_explain(int argc, char** argv, int first) {
         {"explained", use_spade ? "spade trace" : "dense model"},
         {"target", target},
         {"target_label", m.labels.at(target)},
-        {"dense_prediction", prediction_json(dense_pred, m)},
-        {"dense_target_probability", dense_at_target.target_probability},
+        {"dense_prediction", prediction_json(dense_pred, target, m)},
         {"trace_prediction", trace_pred_json},
         {"spade", spade_json},
         {"map", {{"min", lo}, {"max", hi}}},
@@ -236,8 +230,8 @@ int cmd_explain(int argc, char** argv, int first) {
     save_png(join_path(out_dir, "compare.png"), panel(rows, labels, {"image", "dense", "spade"}, 4));
   }
   if (!quiet) {
-    std::cout << "target " << target << " (" << m.labels.at(target) << "), dense prediction " << dense_pred.cls << " ("
-              << m.labels.at(dense_pred.cls) << ", p=" << dense_pred.probability << ")";
+    std::cout << "target " << target << " (" << m.labels.at(target) << "), dense prediction " << dense_pred.cls() << " ("
+              << m.labels.at(dense_pred.cls()) << ", p=" << dense_pred.probs[dense_pred.cls()] << ")";
     if (trace) std::cout << ", trace prediction " << trace_pred_json["class"].get<int64_t>();
     std::cout << "\n";
     for (const Result& r : results)
