@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "engine/backend.h"
 #include "formats/image.h"
 #include "formats/npy.h"
 #include "kernels/cpu/parallel.h"
@@ -98,6 +99,21 @@ std::vector<Option> model_options() {
 }
 
 void apply_threads(const Args& a) { kernels::set_num_threads(static_cast<int>(a.get_int("threads"))); }
+
+void add_device_options(std::vector<Option>& opts) {
+  opts.push_back({"device", "DEV", "where to compute: cpu, cuda, cuda:N, or auto (cuda when a GPU is present)", "auto"});
+  opts.push_back({"tf32", "", "let float32 matrix products on the GPU use TF32 tensor cores (faster, ~1e-3 relative error)",
+                  ""});
+}
+
+Device device_from(const Args& a) {
+  const Device d = parse_device(a.get("device"));
+  if (a.flag("tf32")) {
+    if (d != Device::CUDA) throw Error("--tf32 applies to the GPU only, and the device is " + std::string(device_name(d)));
+    backend::set_allow_tf32(true);
+  }
+  return d;
+}
 
 LoadOptions load_options_from(const Args& a) {
   LoadOptions opt;

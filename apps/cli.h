@@ -45,6 +45,12 @@ LoadOptions load_options_from(const Args& a);  // --weights, --num-classes, --wi
 Model load_model_from(const Args& a);
 void apply_threads(const Args& a);
 
+// --device and --tf32, for the commands that compute.
+void add_device_options(std::vector<Option>& opts);
+// The device those options choose (made ready, TF32 set); throws Error when CUDA is asked for and
+// unavailable.
+Device device_from(const Args& a);
+
 // The input tensor (1,3,H,W) from --image (preprocessed for the model) or --input (.npy,
 // already normalised). Refuses NaN/Inf and shapes the model cannot take.
 Tensor load_input(const Args& a, const Model& m);

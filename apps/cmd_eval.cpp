@@ -38,13 +38,16 @@ int eval_accuracy(int argc, char** argv, int first) {
   opts.push_back({"data", "DIR|FILE.tar", "ImageFolder tree (root/<class>/<image>) or a tar of one", ""});
   opts.push_back({"limit", "N", "evaluate only the first N images (in class, then file order)", "0"});
   opts.push_back({"batch", "B", "images per forward pass", "64"});
+  add_device_options(opts);
   Args a("eval accuracy", "Top-1 accuracy of a model over a labelled image folder or tar.", opts, argc, argv, first);
   if (a.help()) {
     a.print_help();
     return 0;
   }
   apply_threads(a);
+  const Device device = device_from(a);
   Model m = load_model_from(a);
+  const Graph graph = m.graph.to(device);
   ImageFolder data(a.require("data"));
   if (data.size() == 0) throw Error(data.path() + ": no images found");
   int64_t n = static_cast<int64_t>(data.size());
@@ -67,7 +70,7 @@ int eval_accuracy(int argc, char** argv, int first) {
                                     m.preprocess));
       labels.push_back(map[li.label]);
     }
-    Tensor logits = forward(m.graph, cat0(xs), fo).out();
+    const Tensor logits = forward(graph, cat0(xs).to(device), fo).out().cpu();
     for (int64_t b = 0; b < end - start; ++b) {
       const float* row = logits.data() + b * classes;
       int64_t best = 0;

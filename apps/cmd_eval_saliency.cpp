@@ -107,6 +107,7 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   opts.push_back({"batch", "B", "images per forward/backward pass (bounds memory; 8 keeps ResNet-50 under 2 GB)", "8"});
   opts.push_back({"out", "RESULTS.json", "write per-image and mean metrics here", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
+  add_device_options(opts);
   Args a("eval saliency",
          "Metrics of saliency maps: insertion/deletion AUC (dense-model confidences, maps from the dense model or the "
          "SPADE trace), and with --mask the Trojan AUC (signed and absolute) and the pointing game.",
@@ -116,6 +117,7 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
     return 0;
   }
   apply_threads(a);
+  const Device device = device_from(a);
   const std::vector<std::string> methods = parse_methods(a.require("method"));
   const std::string mode = a.get("spade");
   if (mode != "off" && mode != "fast" && mode != "exact")
@@ -136,12 +138,16 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   if (mode != "off") {
     cfg = prune_config_from(a);
     cfg.solver = mode == "fast" ? interp::Solver::SparseGPT : interp::Solver::OBC;
+    cfg.device = device;
   }
   const std::vector<Sample> samples = load_samples(a, m);
   std::vector<uint8_t> mask;
   if (a.has("mask")) mask = load_mask(a.get("mask"), samples[0].x.dim(2), samples[0].x.dim(3));
 
-  const interp::Network dense{m.graph, nullptr, batch};
+  // On a GPU the plain-gradient passes run there (interp::Network); rule-based ones stay here.
+  std::unique_ptr<interp::DeviceModel> dense_gpu;
+  if (device != Device::CPU) dense_gpu = std::make_unique<interp::DeviceModel>(m.graph, nullptr, device);
+  const interp::Network dense{m.graph, nullptr, batch, dense_gpu.get()};
   interp::InsertionDeletionParams idp;
   idp.variant = variant == "rise" ? interp::InsertionDeletionVariant::Rise : interp::InsertionDeletionVariant::Spade;
   idp.batch = batch;
@@ -158,7 +164,11 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
     if (mode != "off")
       trace = std::make_unique<interp::Trace>(
           interp::compute_trace(m.graph, *augmented_calibration_of(a, m, sample.image), cfg));
-    const interp::Network explained{m.graph, trace ? &trace->weights : nullptr, batch};
+    std::unique_ptr<interp::DeviceModel> trace_gpu;
+    if (trace && device != Device::CPU)
+      trace_gpu = std::make_unique<interp::DeviceModel>(m.graph, &trace->weights, device);
+    const interp::Network explained{m.graph, trace ? &trace->weights : nullptr, batch,
+                                    trace ? trace_gpu.get() : dense_gpu.get()};
     nlohmann::json row = {{"image", sample.name}, {"target", target}, {"dense_prediction", argmax_class(dense, sample.x)}};
     if (trace) row["trace_prediction"] = argmax_class(explained, sample.x);
     for (size_t k = 0; k < methods.size(); ++k) {

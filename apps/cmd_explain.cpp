@@ -114,6 +114,7 @@ int cmd_explain(int argc, char** argv, int first) {
   opts.push_back({"batch", "B", "images per forward/backward pass (bounds memory; 8 keeps ResNet-50 under 2 GB)", "8"});
   opts.push_back({"out", "DIR", "output directory", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
+  add_device_options(opts);
   Args a("explain",
          "Saliency maps of one input, for the dense model or its SPADE trace. Methods: saliency, input_x_gradient, "
          "integrated_gradients, smoothgrad, gradient_shap, deeplift, guided_backprop, deconvolution, gradcam, "
@@ -126,6 +127,7 @@ int cmd_explain(int argc, char** argv, int first) {
     return 0;
   }
   apply_threads(a);
+  const Device device = device_from(a);
   const auto t_start = Clock::now();
   const std::string out_dir = a.require("out");
   const std::string method_arg = a.require("method");
@@ -146,7 +148,10 @@ int cmd_explain(int argc, char** argv, int first) {
   std::vector<interp::MethodParams> params;
   for (const std::string& name : methods) params.push_back(method_params(a, name, m));
 
-  const interp::Network dense{m.graph, nullptr, batch};
+  // On a GPU the plain-gradient passes run there (interp::Network); rule-based ones stay here.
+  std::unique_ptr<interp::DeviceModel> dense_gpu, sparse_gpu;
+  if (device != Device::CPU) dense_gpu = std::make_unique<interp::DeviceModel>(m.graph, nullptr, device);
+  const interp::Network dense{m.graph, nullptr, batch, dense_gpu.get()};
   const Prediction dense_pred = predict(dense, x);
   const int64_t target = a.has("target") ? a.get_int("target") : dense_pred.cls();
   if (target < 0 || target >= dense.num_classes())
@@ -160,6 +165,7 @@ int cmd_explain(int argc, char** argv, int first) {
       throw Error(m.source + ": no weights to prune: give --weights FILE (or a model .json that names its weights)");
     interp::PruneConfig cfg = prune_config_from(a);
     cfg.solver = mode == "fast" ? interp::Solver::SparseGPT : interp::Solver::OBC;
+    cfg.device = device;
     std::unique_ptr<interp::Calibration> calib = calibration_from(a, m);
     TraceBars bars(quiet);
     const auto t0 = Clock::now();
@@ -168,7 +174,8 @@ int cmd_explain(int argc, char** argv, int first) {
     trace_s = seconds_since(t0);
     spade_json = {{"mode", mode}, {"report", interp::trace_report_json(*trace)}};
   }
-  const interp::Network sparse{m.graph, trace ? &trace->weights : nullptr, batch};
+  if (trace && device != Device::CPU) sparse_gpu = std::make_unique<interp::DeviceModel>(m.graph, &trace->weights, device);
+  const interp::Network sparse{m.graph, trace ? &trace->weights : nullptr, batch, trace ? sparse_gpu.get() : dense_gpu.get()};
   if (trace) trace_pred_json = prediction_json(predict(sparse, x), target, m);
 
   const Image shown = tensor_to_image(x, m.preprocess.mean, m.preprocess.std);

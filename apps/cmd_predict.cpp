@@ -17,19 +17,21 @@ int cmd_predict(int argc, char** argv, int first) {
   opts.push_back({"input", "X.npy", "already-normalised float32 input, (1,3,H,W) or (3,H,W)", ""});
   opts.push_back({"topk", "K", "number of classes to print", "5"});
   opts.push_back({"json", "", "print {\"logits\", \"probs\", \"top\"} as JSON", ""});
+  add_device_options(opts);
   Args a("predict", "Classify one image with a model and print its top classes.", opts, argc, argv, first);
   if (a.help()) {
     a.print_help();
     return 0;
   }
   apply_threads(a);
+  const Device device = device_from(a);
   Model m = load_model_from(a);
   if (m.weights_path.empty())
     throw Error(m.source + ": no weights to predict with: give --weights FILE (or a model .json that names its weights)");
   Tensor x = load_input(a, m);
   ForwardOptions fo;
   fo.keep_activations = false;
-  Tensor logits = forward(m.graph, x, fo).out();
+  const Tensor logits = forward(m.graph.to(device), x.to(device), fo).out().cpu();
   if (logits.ndim() != 2) throw Error(m.source + ": model output is " + shape_str(logits.shape()) + ", not (N, classes)");
   const int64_t n = logits.dim(1);
   std::vector<float> probs = softmax(logits.data(), n);

@@ -46,6 +46,7 @@ int cmd_prune(int argc, char** argv, int first) {
   opts.push_back({"out", "TRACE.safetensors", "where to write the pruned weights (same keys as the dense weights)", ""});
   opts.push_back({"report", "R.json", "where to write the per-layer report", ""});
   opts.push_back({"quiet", "", "no progress bars or summary", ""});
+  add_device_options(opts);
   Args a("prune",
          "Prune a model for one sample (SPADE): augment it, measure every layer's input Hessian in one dense "
          "pass, solve each layer, and write the sparse trace's weights.",
@@ -55,12 +56,14 @@ int cmd_prune(int argc, char** argv, int first) {
     return 0;
   }
   apply_threads(a);
+  const Device device = device_from(a);
   const std::string out = a.require("out");
   Model m = load_model_from(a);
   if (m.weights_path.empty())
     throw Error(m.source + ": no weights to prune: give --weights FILE (or a model .json that names its weights)");
   interp::PruneConfig cfg = prune_config_from(a);
   cfg.solver = interp::solver_from_name(a.get("solver"));
+  cfg.device = device;
   if (a.has("batch")) {
     cfg.batch = a.get_int("batch");
     if (cfg.batch <= 0) throw Error("--batch must be positive");

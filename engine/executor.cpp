@@ -77,7 +77,7 @@ BackwardResult backward(const Graph& g, const ForwardResult& fwd, int from, cons
       }
 
   std::vector<Tensor> grads(g.size());
-  grads[from] = grad_output;
+  grads[from] = grad_output.to(fwd.acts[from].device());  // a host one-hot gradient is fine
   BackwardResult result;
   auto wanted = [&](int i) {
     return std::find(opt.activation_grads.begin(), opt.activation_grads.end(), i) != opt.activation_grads.end();
@@ -117,8 +117,8 @@ BackwardResult backward(const Graph& g, const ForwardResult& fwd, int from, cons
           grads[j] = gk;
         } else {
           // Never write into a gradient tensor another node may share; sum into a new one.
-          Tensor sum = Tensor::empty(gk.shape());
-          kernels::add_forward(sum.numel(), grads[j].data(), gk.data(), sum.data());
+          Tensor sum = Tensor::empty(gk.shape(), gk.device());
+          backend::add(grads[j], gk, sum);
           grads[j] = sum;
         }
       }
@@ -126,9 +126,11 @@ BackwardResult backward(const Graph& g, const ForwardResult& fwd, int from, cons
     }
     grads[i] = Tensor();
   }
-  if (opt.input_grad) result.input_grad = grads[0].defined() ? grads[0] : Tensor::zeros(fwd.acts[0].shape());
+  if (opt.input_grad)
+    result.input_grad = grads[0].defined() ? grads[0] : Tensor::zeros(fwd.acts[0].shape(), fwd.acts[0].device());
   for (int k : opt.activation_grads)
-    if (!result.activation_grads.count(k)) result.activation_grads[k] = Tensor::zeros(fwd.acts.at(k).shape());
+    if (!result.activation_grads.count(k))
+      result.activation_grads[k] = Tensor::zeros(fwd.acts.at(k).shape(), fwd.acts.at(k).device());
   return result;
 }
 

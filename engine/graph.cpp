@@ -281,4 +281,18 @@ std::vector<Shape> Graph::infer_shapes(int64_t n) const {
   return shapes;
 }
 
+Graph Graph::to(Device device) const {
+  Graph g = *this;
+  for (Node& n : g.nodes_)
+    for (auto& [name, t] : n.params) t = t.to(device);
+  return g;
+}
+
+Device Graph::device() const {
+  for (const Node& n : nodes_)
+    for (const auto& [name, t] : n.params)
+      if (t.defined()) return t.device();
+  return Device::CPU;
+}
+
 }  // namespace spade

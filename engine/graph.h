@@ -93,6 +93,11 @@ class Graph {
   void load_state_dict(const std::map<std::string, Tensor>& weights, const std::string& source);
   std::map<std::string, Tensor> state_dict() const;
 
+  // A copy of this graph with every parameter and buffer on `device` (the graph a CUDA forward
+  // pass runs on; the input must be on the same device).
+  Graph to(Device device) const;
+  Device device() const;  // where the parameters live (CPU for a graph without any)
+
   // Output shape of every node for a batch of n images (checks op/shape consistency).
   std::vector<Shape> infer_shapes(int64_t n) const;
 

@@ -2,7 +2,6 @@
 
 #include <cmath>
 
-#include "kernels/cpu/gemm.h"
 
 namespace spade {
 
@@ -67,28 +66,13 @@ kernels::ShortcutGeom shortcut_geom(const Node& node, const Shape& in) {
   return g;
 }
 
-void bn_statistics(const Node& node, const WeightOverlay* overlay, const Tensor& x, bool train,
-                   std::vector<float>& mean, std::vector<float>& invstd, std::vector<double>* batch_var) {
-  const int64_t C = x.dim(1);
-  mean.resize(C);
-  invstd.resize(C);
-  const double eps = node.attrs.eps;
-  if (train) {
-    std::vector<double> m(C), v(C);
-    kernels::batchnorm_batch_stats(bn_geom(x.shape()), x.data(), m.data(), v.data());
-    for (int64_t c = 0; c < C; ++c) {
-      mean[c] = static_cast<float>(m[c]);
-      invstd[c] = static_cast<float>(1.0 / std::sqrt(v[c] + eps));
-    }
-    if (batch_var) *batch_var = v;
-  } else {
-    const Tensor& rm = effective_param(node, overlay, "running_mean");
-    const Tensor& rv = effective_param(node, overlay, "running_var");
-    for (int64_t c = 0; c < C; ++c) {
-      mean[c] = rm[c];
-      invstd[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(rv[c]) + eps));
-    }
-  }
+backend::BnCoefficients bn_coefficients(const Node& node, const WeightOverlay* overlay, const Tensor& x, bool train,
+                                        Node* stats) {
+  Tensor* rm = stats ? &stats->params.at("running_mean") : nullptr;
+  Tensor* rv = stats ? &stats->params.at("running_var") : nullptr;
+  return backend::batchnorm_coefficients(x, train, effective_param(node, overlay, "running_mean"),
+                                         effective_param(node, overlay, "running_var"), node.attrs.eps,
+                                         node.attrs.momentum, train ? rm : nullptr, train ? rv : nullptr);
 }
 
 uint64_t node_seed(uint64_t pass_seed, int node_index) {
@@ -101,7 +85,8 @@ Tensor node_forward(const Node& node, const std::vector<const Tensor*>& inputs, 
   const Shape& in = x.shape();
   // Output buffer for pointwise ops: the input's own storage when allowed (saves an allocation
   // and a pass of fresh memory per node during inference).
-  auto pointwise_out = [&] { return reuse_input ? x : Tensor::empty(in); };
+  const Device dev = x.device();
+  auto pointwise_out = [&] { return reuse_input ? x : Tensor::empty(in, dev); };
   auto need4 = [&] {
     if (x.ndim() != 4) throw Error("node \"" + node.name + "\": expected a 4-D input, got " + shape_str(in));
   };
@@ -116,9 +101,9 @@ Tensor node_forward(const Node& node, const std::vector<const Tensor*>& inputs, 
       kernels::ConvGeom g = conv_geom(node, in);
       if (g.out_h() <= 0 || g.out_w() <= 0)
         throw Error("node \"" + node.name + "\": input " + shape_str(in) + " is smaller than the kernel");
-      Tensor y = Tensor::empty({g.N, g.K, g.out_h(), g.out_w()});
-      const float* b = node.attrs.bias ? effective_param(node, overlay, "bias").data() : nullptr;
-      kernels::conv2d_forward(g, x.data(), effective_param(node, overlay, "weight").data(), b, y.data());
+      Tensor y = Tensor::empty({g.N, g.K, g.out_h(), g.out_w()}, dev);
+      const Tensor* b = node.attrs.bias ? &effective_param(node, overlay, "bias") : nullptr;
+      backend::conv2d_forward(g, x, effective_param(node, overlay, "weight"), b, y);
       return y;
     }
     case OpKind::BatchNorm2d: {
@@ -126,30 +111,16 @@ Tensor node_forward(const Node& node, const std::vector<const Tensor*>& inputs, 
       if (in[1] != node.attrs.in_channels)
         throw Error("node \"" + node.name + "\": expected " + std::to_string(node.attrs.in_channels) +
                     " channels, got " + shape_str(in));
-      std::vector<float> mean, invstd;
-      std::vector<double> var;
-      bn_statistics(node, overlay, x, train, mean, invstd, &var);
+      const backend::BnCoefficients k = bn_coefficients(node, overlay, x, train, stats);
       Tensor y = pointwise_out();
-      kernels::batchnorm_apply(bn_geom(in), x.data(), mean.data(), invstd.data(),
-                               effective_param(node, overlay, "weight").data(),
-                               effective_param(node, overlay, "bias").data(), y.data());
-      if (train && stats) {
-        const double count = static_cast<double>(in[0] * in[2] * in[3]);
-        const double unbias = count > 1 ? count / (count - 1) : 1.0;
-        const double m = node.attrs.momentum;
-        Tensor& rm = stats->params.at("running_mean");
-        Tensor& rv = stats->params.at("running_var");
-        for (int64_t c = 0; c < in[1]; ++c) {
-          rm[c] = static_cast<float>((1 - m) * rm[c] + m * mean[c]);
-          rv[c] = static_cast<float>((1 - m) * rv[c] + m * var[c] * unbias);
-        }
-      }
+      backend::batchnorm_apply(x, k, effective_param(node, overlay, "weight"), effective_param(node, overlay, "bias"),
+                               y);
       return y;
     }
     case OpKind::ReLU:
     case OpKind::ReLU6: {
       Tensor y = pointwise_out();
-      kernels::clamp_forward(x.numel(), x.data(), 0.f, node.op == OpKind::ReLU6 ? 6.f : INFINITY, y.data());
+      backend::clamp_forward(x, 0.f, node.op == OpKind::ReLU6 ? 6.f : INFINITY, y);
       return y;
     }
     case OpKind::MaxPool2d:
@@ -158,17 +129,17 @@ Tensor node_forward(const Node& node, const std::vector<const Tensor*>& inputs, 
       kernels::PoolGeom g = pool_geom(node, in);
       if (g.out_h() <= 0 || g.out_w() <= 0)
         throw Error("node \"" + node.name + "\": input " + shape_str(in) + " is smaller than the pooling window");
-      Tensor y = Tensor::empty({g.N, g.C, g.out_h(), g.out_w()});
+      Tensor y = Tensor::empty({g.N, g.C, g.out_h(), g.out_w()}, dev);
       if (node.op == OpKind::MaxPool2d)
-        kernels::maxpool2d_forward(g, x.data(), y.data());
+        backend::maxpool2d_forward(g, x, y);
       else
-        kernels::avgpool2d_forward(g, x.data(), y.data());
+        backend::avgpool2d_forward(g, x, y);
       return y;
     }
     case OpKind::AdaptiveAvgPool2d: {
       need4();
-      Tensor y = Tensor::empty({in[0], in[1], 1, 1});
-      kernels::global_avgpool_forward(in[0] * in[1], in[2] * in[3], x.data(), y.data());
+      Tensor y = Tensor::empty({in[0], in[1], 1, 1}, dev);
+      backend::global_avgpool_forward(x, y);
       return y;
     }
     case OpKind::Add: {
@@ -176,7 +147,7 @@ Tensor node_forward(const Node& node, const std::vector<const Tensor*>& inputs, 
       if (x2.shape() != in)
         throw Error("node \"" + node.name + "\": cannot add " + shape_str(in) + " and " + shape_str(x2.shape()));
       Tensor y = pointwise_out();
-      kernels::add_forward(x.numel(), x.data(), x2.data(), y.data());
+      backend::add(x, x2, y);
       return y;
     }
     case OpKind::Linear: {
@@ -184,28 +155,24 @@ Tensor node_forward(const Node& node, const std::vector<const Tensor*>& inputs, 
         throw Error("node \"" + node.name + "\": expected input (N, " + std::to_string(node.attrs.in_channels) +
                     "), got " + shape_str(in));
       const int64_t N = in[0], I = in[1], O = node.attrs.out_channels;
-      Tensor y = Tensor::empty({N, O});
-      kernels::gemm(false, true, N, O, I, x.data(), effective_param(node, overlay, "weight").data(), y.data(), false);
-      if (node.attrs.bias) {
-        const Tensor& b = effective_param(node, overlay, "bias");
-        for (int64_t n = 0; n < N; ++n)
-          for (int64_t o = 0; o < O; ++o) y[n * O + o] += b[o];
-      }
+      Tensor y = Tensor::empty({N, O}, dev);
+      backend::gemm(false, true, N, O, I, x, effective_param(node, overlay, "weight"), y, false);
+      if (node.attrs.bias) backend::add_bias_rows(effective_param(node, overlay, "bias"), y);
       return y;
     }
     case OpKind::Flatten:
       return x.reshape({in[0], in[0] ? x.numel() / in[0] : 0});
     case OpKind::Dropout: {
       if (!train || node.attrs.p == 0.f) return x;
-      Tensor y = Tensor::empty(in);
-      kernels::dropout_apply(x.numel(), x.data(), node.attrs.p, seed, y.data());
+      Tensor y = Tensor::empty(in, dev);
+      backend::dropout_apply(x, node.attrs.p, seed, y);
       return y;
     }
     case OpKind::ShortcutA: {
       need4();
       kernels::ShortcutGeom g = shortcut_geom(node, in);
-      Tensor y = Tensor::empty({g.N, g.out_c(), g.out_h(), g.out_w()});
-      kernels::shortcut_forward(g, x.data(), y.data());
+      Tensor y = Tensor::empty({g.N, g.out_c(), g.out_h(), g.out_w()}, dev);
+      backend::shortcut_forward(g, x, y);
       return y;
     }
   }

@@ -3,6 +3,7 @@
 // rules.cpp (gradient_rule); both call the same kernels.
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/graph.h"
 #include "engine/rules.h"
 #include "kernels/cpu/batchnorm.h"
@@ -20,10 +21,11 @@ kernels::PoolGeom pool_geom(const Node& node, const Shape& in);
 kernels::BNGeom bn_geom(const Shape& in);
 kernels::ShortcutGeom shortcut_geom(const Node& node, const Shape& in);
 
-// Per-channel mean and 1/sqrt(var + eps) used to normalise: running statistics in eval mode,
-// batch statistics in train mode (then `batch_var` receives the biased batch variance).
-void bn_statistics(const Node& node, const WeightOverlay* overlay, const Tensor& x, bool train,
-                   std::vector<float>& mean, std::vector<float>& invstd, std::vector<double>* batch_var = nullptr);
+// Per-channel mean and 1/sqrt(var + eps) used to normalise, on x's device: running statistics
+// in eval mode, batch statistics in train mode (then `stats`, when given, is the node whose
+// running statistics receive PyTorch's momentum update).
+backend::BnCoefficients bn_coefficients(const Node& node, const WeightOverlay* overlay, const Tensor& x, bool train,
+                                        Node* stats = nullptr);
 
 // Computes one node's output. `stats`, when given, is the node whose BatchNorm running
 // statistics a train-mode pass updates (PyTorch's momentum rule, unbiased variance).

@@ -3,9 +3,14 @@
 #include <cmath>
 
 #include "engine/ops.h"
-#include "kernels/cpu/gemm.h"
 
 namespace spade {
+
+WeightOverlay overlay_to(const WeightOverlay& overlay, Device device) {
+  WeightOverlay out;
+  for (const auto& [key, t] : overlay) out[key] = t.to(device);
+  return out;
+}
 
 const Tensor& BackwardContext::param(const std::string& name) const { return effective_param(node, overlay, name); }
 
@@ -22,6 +27,7 @@ void gradient_rule(const BackwardContext& ctx, BackwardOutputs& out) {
   const Tensor& x = *ctx.inputs.at(0);
   const Tensor& gy = ctx.grad_output;
   const Shape& in = x.shape();
+  const Device dev = x.device();
   out.input_grads.resize(ctx.inputs.size());
   const bool need_x = ctx.need_input_grad.at(0);
   const bool need_p = ctx.need_param_grads;
@@ -31,31 +37,29 @@ void gradient_rule(const BackwardContext& ctx, BackwardOutputs& out) {
     case OpKind::Conv2d: {
       kernels::ConvGeom g = conv_geom(node, in);
       if (need_x) {
-        out.input_grads[0] = Tensor::empty(in);
-        kernels::conv2d_backward_input(g, gy.data(), ctx.param("weight").data(), out.input_grads[0].data());
+        out.input_grads[0] = Tensor::empty(in, dev);
+        backend::conv2d_backward_input(g, gy, ctx.param("weight"), out.input_grads[0]);
       }
       if (need_p) {
-        Tensor gw = Tensor::empty(node.params.at("weight").shape());
+        Tensor gw = Tensor::empty(node.params.at("weight").shape(), dev);
         Tensor gb;
-        if (node.attrs.bias) gb = Tensor::empty({g.K});
-        kernels::conv2d_backward_params(g, x.data(), gy.data(), gw.data(), gb.defined() ? gb.data() : nullptr);
+        if (node.attrs.bias) gb = Tensor::empty({g.K}, dev);
+        backend::conv2d_backward_params(g, x, gy, gw, gb.defined() ? &gb : nullptr);
         out.param_grads["weight"] = gw;
         if (gb.defined()) out.param_grads["bias"] = gb;
       }
       return;
     }
     case OpKind::BatchNorm2d: {
-      std::vector<float> mean, invstd;
-      bn_statistics(node, ctx.overlay, x, ctx.train, mean, invstd);
+      const backend::BnCoefficients k = bn_coefficients(node, ctx.overlay, x, ctx.train);
       Tensor gx, gw, gb;
-      if (need_x) gx = Tensor::empty(in);
+      if (need_x) gx = Tensor::empty(in, dev);
       if (need_p) {
-        gw = Tensor::empty({in[1]});
-        gb = Tensor::empty({in[1]});
+        gw = Tensor::empty({in[1]}, dev);
+        gb = Tensor::empty({in[1]}, dev);
       }
-      auto fn = ctx.train ? kernels::batchnorm_backward_train : kernels::batchnorm_backward_eval;
-      fn(bn_geom(in), x.data(), gy.data(), mean.data(), invstd.data(), ctx.param("weight").data(),
-         need_x ? gx.data() : nullptr, need_p ? gw.data() : nullptr, need_p ? gb.data() : nullptr);
+      backend::batchnorm_backward(ctx.train, x, gy, k, ctx.param("weight"), need_x ? &gx : nullptr,
+                                  need_p ? &gw : nullptr, need_p ? &gb : nullptr);
       out.input_grads[0] = gx;
       if (need_p) {
         out.param_grads["weight"] = gw;
@@ -66,9 +70,8 @@ void gradient_rule(const BackwardContext& ctx, BackwardOutputs& out) {
     case OpKind::ReLU:
     case OpKind::ReLU6: {
       if (!need_x) return;
-      Tensor gx = Tensor::empty(in);
-      kernels::clamp_backward(x.numel(), x.data(), gy.data(), 0.f, node.op == OpKind::ReLU6 ? 6.f : INFINITY,
-                              gx.data());
+      Tensor gx = Tensor::empty(in, dev);
+      backend::clamp_backward(x, gy, 0.f, node.op == OpKind::ReLU6 ? 6.f : INFINITY, gx);
       out.input_grads[0] = gx;
       return;
     }
@@ -76,18 +79,18 @@ void gradient_rule(const BackwardContext& ctx, BackwardOutputs& out) {
     case OpKind::AvgPool2d: {
       if (!need_x) return;
       kernels::PoolGeom g = pool_geom(node, in);
-      Tensor gx = Tensor::empty(in);
+      Tensor gx = Tensor::empty(in, dev);
       if (node.op == OpKind::MaxPool2d)
-        kernels::maxpool2d_backward(g, x.data(), gy.data(), gx.data());
+        backend::maxpool2d_backward(g, x, gy, gx);
       else
-        kernels::avgpool2d_backward(g, gy.data(), gx.data());
+        backend::avgpool2d_backward(g, gy, gx);
       out.input_grads[0] = gx;
       return;
     }
     case OpKind::AdaptiveAvgPool2d: {
       if (!need_x) return;
-      Tensor gx = Tensor::empty(in);
-      kernels::global_avgpool_backward(in[0] * in[1], in[2] * in[3], gy.data(), gx.data());
+      Tensor gx = Tensor::empty(in, dev);
+      backend::global_avgpool_backward(gy, gx);
       out.input_grads[0] = gx;
       return;
     }
@@ -99,17 +102,16 @@ void gradient_rule(const BackwardContext& ctx, BackwardOutputs& out) {
     case OpKind::Linear: {
       const int64_t N = in[0], I = in[1], O = node.attrs.out_channels;
       if (need_x) {
-        out.input_grads[0] = Tensor::empty(in);
-        kernels::gemm(false, false, N, I, O, gy.data(), ctx.param("weight").data(), out.input_grads[0].data(), false);
+        out.input_grads[0] = Tensor::empty(in, dev);
+        backend::gemm(false, false, N, I, O, gy, ctx.param("weight"), out.input_grads[0], false);
       }
       if (need_p) {
-        Tensor gw = Tensor::empty({O, I});
-        kernels::gemm(true, false, O, I, N, gy.data(), x.data(), gw.data(), false);
+        Tensor gw = Tensor::empty({O, I}, dev);
+        backend::gemm(true, false, O, I, N, gy, x, gw, false);
         out.param_grads["weight"] = gw;
         if (node.attrs.bias) {
-          Tensor gb = Tensor::zeros({O});
-          for (int64_t n = 0; n < N; ++n)
-            for (int64_t o = 0; o < O; ++o) gb[o] += gy[n * O + o];
+          Tensor gb = Tensor::empty({O}, dev);
+          backend::column_sums(gy, gb);
           out.param_grads["bias"] = gb;
         }
       }
@@ -125,15 +127,15 @@ void gradient_rule(const BackwardContext& ctx, BackwardOutputs& out) {
         return;
       }
       // Same mask as the forward pass: dropout is linear in its input for a fixed mask.
-      Tensor gx = Tensor::empty(in);
-      kernels::dropout_apply(gy.numel(), gy.data(), node.attrs.p, ctx.seed, gx.data());
+      Tensor gx = Tensor::empty(in, dev);
+      backend::dropout_apply(gy, node.attrs.p, ctx.seed, gx);
       out.input_grads[0] = gx;
       return;
     }
     case OpKind::ShortcutA: {
       if (!need_x) return;
-      Tensor gx = Tensor::empty(in);
-      kernels::shortcut_backward(shortcut_geom(node, in), gy.data(), gx.data());
+      Tensor gx = Tensor::empty(in, dev);
+      backend::shortcut_backward(shortcut_geom(node, in), gy, gx);
       out.input_grads[0] = gx;
       return;
     }

@@ -14,6 +14,8 @@ namespace spade {
 
 // Parameter replacements by state_dict key (a SPADE trace overlays pruned weights this way).
 using WeightOverlay = std::map<std::string, Tensor>;
+// The same replacements on `device`.
+WeightOverlay overlay_to(const WeightOverlay& overlay, Device device);
 
 struct BackwardContext {
   const Node& node;

@@ -9,6 +9,11 @@
 #include <sstream>
 
 #include "kernels/cpu/memory.h"
+#ifdef SPADE_WITH_CUDA
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/elementwise.h"
+#endif
 
 namespace spade {
 
@@ -98,17 +103,120 @@ std::shared_ptr<float> allocate(int64_t n) {
     if (!HostBlockCache::get().give(q, bytes)) std::free(q);
   });
 }
+#ifdef SPADE_WITH_CUDA
+// Device memory from the engine context's allocator, ordered on its stream: a block freed while
+// kernels that use it are still queued is only reused by later work on the same stream.
+std::shared_ptr<float> allocate_cuda(int64_t n) {
+  CudaContext& ctx = cuda_context();
+  CachingAllocator* alloc = &ctx.allocator();
+  void* p = alloc->allocate(static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float), ctx.stream());
+  return std::shared_ptr<float>(static_cast<float*>(p), [alloc](float* q) { alloc->release(q); });
+}
+
+// Stream-ordered copy between any two locations (kind cudaMemcpyDefault); waits when the
+// destination is host memory, so the caller may read it at once.
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
+  if (bytes == 0) return;
+  CudaContext& ctx = cuda_context();
+  SPADE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, ctx.stream()),
+                   std::string("copying ") + std::to_string(bytes) + " bytes from " + device_name(src_dev) +
+                       " to " + device_name(dst_dev));
+  if (dst_dev == Device::CPU || src_dev == Device::CPU) ctx.synchronize();
+}
+#endif
+
+std::shared_ptr<float> allocate_on(Device device, int64_t n) {
+  if (device == Device::CPU) return allocate(n);
+#ifdef SPADE_WITH_CUDA
+  return allocate_cuda(n);
+#else
+  throw Error("CUDA tensor requested, but this build has no CUDA backend");
+#endif
+}
+
+// memcpy that also moves bytes to, from or within device memory.
+void copy_floats(float* dst, Device dst_dev, const float* src, Device src_dev, int64_t n) {
+  if (dst_dev == Device::CPU && src_dev == Device::CPU) {
+    std::memcpy(dst, src, n * sizeof(float));
+    return;
+  }
+#ifdef SPADE_WITH_CUDA
+  copy_bytes(dst, dst_dev, src, src_dev, n * sizeof(float));
+#else
+  throw Error("CUDA tensor used, but this build has no CUDA backend");
+#endif
+}
+
 }  // namespace
+
+bool cuda_backend_available() {
+#ifdef SPADE_WITH_CUDA
+  return cuda_available();
+#else
+  return false;
+#endif
+}
+
+Device default_device() { return cuda_backend_available() ? Device::CUDA : Device::CPU; }
+
+Device parse_device(const std::string& name) {
+  if (name == "auto") return default_device();
+  if (name == "cpu") return Device::CPU;
+  if (name == "cuda" || name.rfind("cuda:", 0) == 0) {
+#ifdef SPADE_WITH_CUDA
+    int index = 0;
+    if (name.size() > 5) {
+      const std::string digits = name.substr(5);
+      if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 4)
+        throw Error("bad device \"" + printable(name) + "\": expected cuda:N");
+      index = std::stoi(digits);
+    }
+    select_cuda_device(index);  // throws when there is no such GPU
+    return Device::CUDA;
+#else
+    throw Error("device \"" + printable(name) + "\" requested, but this build of spade has no CUDA backend");
+#endif
+  }
+  throw Error("unknown device \"" + printable(name) + "\" (expected cpu, cuda, cuda:N or auto)");
+}
+
+void synchronize(Device device) {
+#ifdef SPADE_WITH_CUDA
+  if (device == Device::CUDA) cuda_context().synchronize();
+#endif
+}
 
 void release_host_cache() { HostBlockCache::get().clear(); }
 
-Tensor Tensor::empty(Shape shape) {
+Tensor Tensor::empty(Shape shape) { return empty(std::move(shape), Device::CPU); }
+
+Tensor Tensor::empty(Shape shape, Device device) {
   Tensor t;
   t.numel_ = shape_numel(shape);
   t.shape_ = std::move(shape);
-  t.storage_ = allocate(t.numel_);
+  t.device_ = device;
+  t.storage_ = allocate_on(device, t.numel_);
   t.data_ = t.storage_.get();
   return t;
+}
+
+Tensor Tensor::zeros(Shape shape, Device device) {
+  Tensor t = empty(std::move(shape), device);
+  t.fill(0.f);
+  return t;
+}
+
+Tensor Tensor::to(Device device) const {
+  if (!defined() || device == device_) return *this;
+  Tensor t = empty(shape_, device);
+  copy_floats(t.data_, device, data_, device_, numel_);
+  return t;
+}
+
+std::vector<float> Tensor::to_vector() const {
+  std::vector<float> v(numel_);
+  if (numel_) copy_floats(v.data(), Device::CPU, data_, device_, numel_);
+  return v;
 }
 
 Tensor::Tensor(Shape shape) : Tensor(empty(std::move(shape))) { fill(0.f); }
@@ -137,8 +245,8 @@ int64_t Tensor::dim(int i) const {
 
 Tensor Tensor::clone() const {
   if (!defined()) return Tensor();
-  Tensor t = empty(shape_);
-  std::memcpy(t.data_, data_, numel_ * sizeof(float));
+  Tensor t = empty(shape_, device_);
+  copy_floats(t.data_, device_, data_, device_, numel_);
   return t;
 }
 
@@ -155,18 +263,26 @@ Tensor Tensor::slice0(int64_t begin, int64_t end) const {
     throw Error("slice0 out of range for shape " + shape_str(shape_));
   Shape s = shape_;
   s[0] = end - begin;
-  Tensor t = empty(s);
+  Tensor t = empty(s, device_);
   int64_t inner = shape_[0] ? numel_ / shape_[0] : 0;
-  std::memcpy(t.data_, data_ + begin * inner, (end - begin) * inner * sizeof(float));
+  copy_floats(t.data_, device_, data_ + begin * inner, device_, (end - begin) * inner);
   return t;
 }
 
-void Tensor::fill(float value) { std::fill(data_, data_ + numel_, value); }
+void Tensor::fill(float value) {
+  if (device_ == Device::CPU) {
+    std::fill(data_, data_ + numel_, value);
+    return;
+  }
+#ifdef SPADE_WITH_CUDA
+  cuda::fill(cuda_context(), numel_, value, data_);
+#endif
+}
 
 void Tensor::copy_from(const Tensor& other) {
   if (other.numel_ != numel_)
     throw Error("copy_from: " + shape_str(other.shape_) + " into " + shape_str(shape_));
-  std::memcpy(data_, other.data_, numel_ * sizeof(float));
+  copy_floats(data_, device_, other.data_, other.device_, numel_);
 }
 
 Tensor cat0(const std::vector<Tensor>& parts) {
@@ -180,10 +296,10 @@ Tensor cat0(const std::vector<Tensor>& parts) {
   }
   Shape s = parts[0].shape();
   s[0] = n;
-  Tensor out = Tensor::empty(s);
+  Tensor out = Tensor::empty(s, parts[0].device());
   float* dst = out.data();
   for (const Tensor& p : parts) {
-    std::memcpy(dst, p.data(), p.numel() * sizeof(float));
+    copy_floats(dst, out.device(), p.data(), p.device(), p.numel());
     dst += p.numel();
   }
   return out;

@@ -1,7 +1,10 @@
 #pragma once
 // A dense float32 tensor in row-major (NCHW) order. Storage is shared between copies of a
 // Tensor (like a PyTorch tensor); clone() makes a deep copy. The device tag says where the
-// bytes live: only CPU storage exists in the CPU build, the CUDA backend adds its own.
+// bytes live: CUDA storage exists only in a build with the CUDA backend (SPADE_WITH_CUDA), comes
+// from its caching allocator and is ordered on the engine's stream (kernels/cuda/device.h).
+// data() of a CUDA tensor is a device pointer: element access (operator[]) is for CPU tensors
+// only; to_vector(), clone(), slice0(), fill(), copy_from() and cat0() work on either device.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -29,6 +32,8 @@ class Tensor {
   // A tensor of the given shape whose contents are not initialised (for outputs that are
   // fully overwritten).
   static Tensor empty(Shape shape);
+  static Tensor empty(Shape shape, Device device);
+  static Tensor zeros(Shape shape, Device device);
 
   bool defined() const { return storage_ != nullptr; }
   // True when no other Tensor shares this storage, so it may be overwritten in place.
@@ -43,7 +48,11 @@ class Tensor {
   const float* data() const { return data_; }
   float& operator[](int64_t i) { return data_[i]; }
   float operator[](int64_t i) const { return data_[i]; }
-  std::vector<float> to_vector() const { return std::vector<float>(data_, data_ + numel_); }
+  std::vector<float> to_vector() const;
+
+  // This tensor on `device`: itself when it is already there, else a copy (blocking).
+  Tensor to(Device device) const;
+  Tensor cpu() const { return to(Device::CPU); }
 
   Tensor clone() const;
   // Same storage, new shape with the same number of elements.
@@ -67,5 +76,14 @@ Tensor cat0(const std::vector<Tensor>& parts);
 
 // Frees the large blocks that tensors returned for reuse (see tensor.cpp).
 void release_host_cache();
+
+// Whether this build has the CUDA backend and a usable GPU; the default device of commands.
+bool cuda_backend_available();
+Device default_device();
+// "cpu", "cuda" or "auto" (the default device) -> Device; throws spade::Error naming the choices,
+// or saying why CUDA cannot be used.
+Device parse_device(const std::string& name);
+// Waits for the device's queued work (no-op on the CPU): for timings.
+void synchronize(Device device);
 
 }  // namespace spade

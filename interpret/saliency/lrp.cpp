@@ -120,11 +120,9 @@ struct LayerParams {
   // is small through cancellation.
   Tensor output(const Tensor& layer_output) const {
     if (!has_bn) return layer_output.clone();
-    std::vector<float> mean, invstd;
-    bn_statistics(bn, nullptr, layer_output, false, mean, invstd);
+    const backend::BnCoefficients k = bn_coefficients(bn, nullptr, layer_output, false);
     Tensor y = Tensor::empty(layer_output.shape());
-    kernels::batchnorm_apply(bn_geom(y.shape()), layer_output.data(), mean.data(), invstd.data(),
-                             bn.params.at("weight").data(), bn.params.at("bias").data(), y.data());
+    backend::batchnorm_apply(layer_output, k, bn.params.at("weight"), bn.params.at("bias"), y);
     return y;
   }
 };

@@ -6,6 +6,9 @@
 
 namespace spade::interp {
 
+DeviceModel::DeviceModel(const Graph& g, const WeightOverlay* w, Device device)
+    : graph(g.to(device)), weights(w ? overlay_to(*w, device) : WeightOverlay()), has_weights(w != nullptr) {}
+
 int64_t Network::num_classes() const {
   const Node& out = graph.node(graph.output());
   if (out.op != OpKind::Linear) throw Error("the model's output node \"" + out.name + "\" is not a linear classifier");
@@ -30,10 +33,22 @@ void check_target(const Network& net, int64_t target) {
     throw Error("target class " + std::to_string(target) + " is out of range [0, " + std::to_string(classes) + ")");
 }
 
-ForwardOptions eval_options(const Network& net, bool keep) {
+// Where one pass runs: the device copy when there is one and the pass needs no backward rules.
+struct Placement {
+  const Graph& graph;
+  const WeightOverlay* overlay;
+  Device device;
+};
+
+Placement placement(const Network& net, const RuleSet* rules) {
+  if (net.device && !rules) return {net.device->graph, net.device->overlay(), net.device->graph.device()};
+  return {net.graph, net.weights, Device::CPU};
+}
+
+ForwardOptions eval_options(const Placement& p, bool keep) {
   ForwardOptions fo;
   fo.keep_activations = keep;
-  fo.overlay = net.weights;
+  fo.overlay = p.overlay;
   return fo;
 }
 
@@ -43,10 +58,11 @@ int64_t chunk_size(const Network& net) { return std::max<int64_t>(1, net.batch);
 
 Tensor logits(const Network& net, const Tensor& x) {
   const int64_t n = x.dim(0), b = chunk_size(net);
-  if (n <= b) return forward(net.graph, x, eval_options(net, false)).out();
+  const Placement p = placement(net, nullptr);
+  auto run = [&](const Tensor& chunk) { return forward(p.graph, chunk.to(p.device), eval_options(p, false)).out().cpu(); };
+  if (n <= b) return run(x);
   std::vector<Tensor> parts;
-  for (int64_t s = 0; s < n; s += b)
-    parts.push_back(forward(net.graph, x.slice0(s, std::min(n, s + b)), eval_options(net, false)).out());
+  for (int64_t s = 0; s < n; s += b) parts.push_back(run(x.slice0(s, std::min(n, s + b))));
   return cat0(parts);
 }
 
@@ -77,18 +93,20 @@ Tensor target_gradients(const Network& net, const Tensor& x, int64_t target, con
   Tensor grad = Tensor::empty(x.shape());
   const int64_t per = x.numel() / n;
   if (scores) scores->assign(n, 0.0);
+  const Placement p = placement(net, rules);
   for (int64_t s = 0; s < n; s += b) {
     const int64_t e = std::min(n, s + b);
     const Tensor chunk = (s == 0 && e == n) ? x : x.slice0(s, e);
-    ForwardResult fwd = forward(net.graph, chunk, eval_options(net, true));
-    const Tensor& out = fwd.out();
+    ForwardResult fwd = forward(p.graph, chunk.to(p.device), eval_options(p, true));
+    const Tensor out = fwd.out().cpu();
     if (scores)
       for (int64_t i = s; i < e; ++i) (*scores)[i] = out[(i - s) * out.dim(1) + target];
     std::vector<int64_t> targets(e - s, target);
     BackwardOptions bo;
     bo.rules = rules;
-    BackwardResult r = backward(net.graph, fwd, net.graph.output(), one_hot_grad(out.shape(), targets), bo);
-    std::copy(r.input_grad.data(), r.input_grad.data() + r.input_grad.numel(), grad.data() + s * per);
+    BackwardResult r = backward(p.graph, fwd, p.graph.output(), one_hot_grad(out.shape(), targets), bo);
+    const Tensor g = r.input_grad.cpu();
+    std::copy(g.data(), g.data() + g.numel(), grad.data() + s * per);
   }
   return grad;
 }
@@ -111,10 +129,11 @@ LayerPass layer_gradients(const Network& net, const Tensor& x, int64_t target, i
   check_target(net, target);
   const int64_t n = x.dim(0), b = chunk_size(net);
   std::vector<Tensor> acts, grads;
+  const Placement p = placement(net, rules);
   for (int64_t s = 0; s < n; s += b) {
     const int64_t e = std::min(n, s + b);
     const Tensor chunk = (s == 0 && e == n) ? x : x.slice0(s, e);
-    ForwardResult fwd = forward(net.graph, chunk, eval_options(net, true));
+    ForwardResult fwd = forward(p.graph, chunk.to(p.device), eval_options(p, true));
     if (fwd.acts[layer_node].ndim() != 4)
       throw Error("layer \"" + net.graph.node(layer_node).name + "\" has output " +
                   shape_str(fwd.acts[layer_node].shape()) + ", not a (N, C, H, W) feature map");
@@ -123,9 +142,9 @@ LayerPass layer_gradients(const Network& net, const Tensor& x, int64_t target, i
     bo.rules = rules;
     bo.input_grad = false;
     bo.activation_grads = {layer_node};
-    BackwardResult r = backward(net.graph, fwd, net.graph.output(), one_hot_grad(fwd.out().shape(), targets), bo);
-    acts.push_back(fwd.acts[layer_node]);
-    grads.push_back(r.activation_grads.at(layer_node));
+    BackwardResult r = backward(p.graph, fwd, p.graph.output(), one_hot_grad(fwd.out().shape(), targets), bo);
+    acts.push_back(fwd.acts[layer_node].cpu());
+    grads.push_back(r.activation_grads.at(layer_node).cpu());
   }
   if (acts.size() == 1) return {acts[0], grads[0]};
   return {cat0(acts), cat0(grads)};

@@ -12,6 +12,15 @@
 
 namespace spade::interp {
 
+// The model's graph and a trace's weights copied to a GPU once, for the passes Network runs there.
+struct DeviceModel {
+  Graph graph;
+  WeightOverlay weights;
+  bool has_weights = false;
+  DeviceModel(const Graph& g, const WeightOverlay* w, Device device);
+  const WeightOverlay* overlay() const { return has_weights ? &weights : nullptr; }
+};
+
 struct Network {
   const Graph& graph;
   const WeightOverlay* weights = nullptr;  // a SPADE trace (nullptr: the dense model)
@@ -19,6 +28,11 @@ struct Network {
   // for backward then holds ~1.6 GB, and fewer freshly touched pages make the first pass faster
   // than with 16 (IG 50 steps: 4.6-5.0 s against 5.6-6.9 s, measured).
   int64_t batch = 8;
+  // When set, the passes with the plain gradient (logits, target_scores, target_gradients and
+  // layer_gradients without backward rules) run on this copy (a GPU) and their results come back
+  // to the host. Passes with backward rules (guided backprop, deconvolution, DeepLift, LRP) and
+  // methods that drive the executor themselves run on the CPU.
+  const DeviceModel* device = nullptr;
 
   int64_t num_classes() const;
   // Input shape per image (C, H, W).

@@ -45,5 +45,8 @@ Image apply_augment(const Image& src, const AugmentParams& p, int size);
 
 // Samples [first, first + count) of `seed`, normalised, as a (count, 3, size, size) tensor.
 Tensor augment_batch(const Image& src, const AugmentConfig& c, uint64_t seed, int64_t first, int64_t count);
+// The same samples made on the GPU (identical values), as a CUDA tensor. The source image is
+// uploaded once per image and kept while the same Image object is passed again.
+Tensor augment_batch_cuda(const Image& src, const AugmentConfig& c, uint64_t seed, int64_t first, int64_t count);
 
 }  // namespace spade::interp

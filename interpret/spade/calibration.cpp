@@ -20,6 +20,10 @@ class Augmented : public Calibration {
   Tensor batch(int64_t first, int64_t count) const override {
     return augment_batch(image_, config_, seed_, first, count);
   }
+  Tensor batch_on(Device device, int64_t first, int64_t count) const override {
+    if (device == Device::CPU) return batch(first, count);
+    return augment_batch_cuda(image_, config_, seed_, first, count);
+  }
   std::string describe() const override {
     return std::to_string(count_) + " augmentations (seed " + std::to_string(seed_) + ")";
   }

@@ -18,6 +18,10 @@ class Calibration {
   virtual int64_t size() const = 0;
   // Images [first, first + count) as a normalised (count, 3, H, W) tensor.
   virtual Tensor batch(int64_t first, int64_t count) const = 0;
+  // The same batch on `device`; augmentations are made there directly (augment_batch_cuda).
+  virtual Tensor batch_on(Device device, int64_t first, int64_t count) const {
+    return batch(first, count).to(device);
+  }
   virtual std::string describe() const = 0;
 };
 

@@ -38,10 +38,15 @@ HessianAccumulator::HessianAccumulator(const Graph& g, const PrunableLayer& laye
   if (n.attrs.bias) node_.params["bias"] = n.params.at("bias");
   h_.groups = layer.groups;
   h_.dim = layer.cols;
-  h_.h.assign(static_cast<size_t>(h_.groups * h_.dim * h_.dim), 0.0);
 }
 
 void HessianAccumulator::add(const Tensor& input, const Tensor* output) {
+  if (input.device() != Device::CPU) {
+    add_cuda(input, output);
+    h_.samples += input.dim(0);
+    return;
+  }
+  if (h_.h.empty()) h_.h.assign(static_cast<size_t>(h_.groups * h_.dim * h_.dim), 0.0);
   if (layer_.conv)
     add_conv(input);
   else
@@ -130,6 +135,10 @@ void HessianAccumulator::finalize() {
   if (h_.samples == 0) throw Error("layer \"" + layer_.name + "\": no calibration images reached it");
   const double scale = 2.0 / static_cast<double>(h_.samples);
   energy_ *= scale;
+  if (h_.device != Device::CPU) {
+    finalize_cuda(scale);
+    return;
+  }
   for (int64_t gi = 0; gi < h_.groups; ++gi) {
     double* h = h_.h.data() + gi * h_.dim * h_.dim;
     for (int64_t i = 0; i < h_.dim; ++i)

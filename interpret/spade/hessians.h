@@ -4,6 +4,7 @@
 // stride, padding and dilation; one Hessian per group). Streamed: each batch's inputs are folded
 // in as they pass and nothing else is kept.
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "engine/graph.h"
@@ -17,8 +18,14 @@ struct LayerHessian {
   int64_t groups = 1;
   int64_t dim = 0;        // cols of the layer (per group)
   int64_t samples = 0;    // images folded in
-  std::vector<double, kernels::HostAllocator<double>> h;  // groups * dim * dim, row-major; lower triangle until finalised
-  const double* group(int64_t g) const { return h.data() + g * dim * dim; }
+  // Where the matrices live: the inputs' device (a CUDA forward pass accumulates on the GPU).
+  Device device = Device::CPU;
+  std::vector<double, kernels::HostAllocator<double>> h;  // CPU: groups * dim * dim, row-major; lower triangle until finalised
+  std::shared_ptr<double> device_h;                       // CUDA: the same layout in device memory
+  const double* group(int64_t g) const { return (device == Device::CPU ? h.data() : device_h.get()) + g * dim * dim; }
+  double* group(int64_t g) { return (device == Device::CPU ? h.data() : device_h.get()) + g * dim * dim; }
+  // The matrices in host memory (a copy when they live on the GPU).
+  std::vector<double> to_host() const;
 };
 
 class HessianAccumulator {
@@ -40,6 +47,9 @@ class HessianAccumulator {
  private:
   void add_conv(const Tensor& input);
   void add_linear(const Tensor& input);
+  // The same on the GPU (hessians_cuda.cpp).
+  void add_cuda(const Tensor& input, const Tensor* output);
+  void finalize_cuda(double scale);
 
   PrunableLayer layer_;
   Node node_;  // the layer's node (geometry, bias)

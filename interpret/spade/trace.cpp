@@ -13,6 +13,7 @@
 #include "kernels/cpu/obc.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/sparsegpt.h"
+#include "interpret/spade/gpu_solvers.h"
 
 namespace spade::interp {
 
@@ -32,7 +33,8 @@ struct ColumnOrder {
   int64_t to_new(int64_t j) const { return (j % taps) * channels + j / taps; }
 };
 
-void solve_obc(const PrunableLayer& l, float* w, const double* H, int64_t obc_block, LayerReport& rep,
+// H in host memory; `gpu` runs the greedy passes on the GPU.
+void solve_obc(const PrunableLayer& l, float* w, const double* H, int64_t obc_block, bool gpu, LayerReport& rep,
                const std::function<void(int64_t)>& rows_done) {
   const int64_t rows = l.rows, cols = l.cols;
   ColumnOrder order{cols / l.kernel_area, l.kernel_area};
@@ -54,7 +56,8 @@ void solve_obc(const PrunableLayer& l, float* w, const double* H, int64_t obc_bl
   for (int64_t j = 0; j < cols; ++j)
     if (ph[j * cols + j] == 0.0)
       for (int64_t r = 0; r < rows; ++r) start[r * cols + j] = 0.f;
-  kernels::ObcStats st = kernels::obc_prune(pw.data(), rows, cols, ph.data(), opt);
+  kernels::ObcStats st = gpu ? obc_prune_gpu(pw.data(), rows, cols, ph.data(), opt)
+                             : kernels::obc_prune(pw.data(), rows, cols, ph.data(), opt);
   if (!st.ok) throw Error("layer \"" + l.name + "\": its Hessian is not positive definite even with damping " +
                           std::to_string(st.damping) + " (degenerate or non-finite calibration inputs?)");
   for (int64_t r = 0; r < rows; ++r)
@@ -68,13 +71,16 @@ void solve_obc(const PrunableLayer& l, float* w, const double* H, int64_t obc_bl
   rep.loss += std::max(0.0, st.loss - st.damping * change);
 }
 
-void solve_sparsegpt(const PrunableLayer& l, float* w, const double* H, const PruneConfig& cfg, LayerReport& rep) {
+// H where the accumulator left it: host memory, or device memory when `gpu`.
+void solve_sparsegpt(const PrunableLayer& l, float* w, const double* H, bool gpu, const PruneConfig& cfg,
+                     LayerReport& rep) {
   kernels::SparseGptOptions opt;
   opt.blocksize = cfg.blocksize > 0 ? cfg.blocksize : (l.conv ? l.kernel_area : 1);
   opt.sparsity = rep.target;
   opt.percdamp = cfg.percdamp;
   opt.authors_threshold = cfg.authors_threshold;
-  kernels::SparseGptStats st = kernels::sparsegpt_prune(w, l.rows, l.cols, H, opt);
+  kernels::SparseGptStats st = gpu ? sparsegpt_prune_gpu(w, l.rows, l.cols, H, opt)
+                                   : kernels::sparsegpt_prune(w, l.rows, l.cols, H, opt);
   if (!st.ok) throw Error("layer \"" + l.name + "\": its Hessian is not positive definite even with damping " +
                           std::to_string(st.damping) + " (degenerate or non-finite calibration inputs?)");
   rep.damping = std::max(rep.damping, st.damping);
@@ -125,7 +131,7 @@ int64_t default_batch(const Graph& g, const Shape& image_chw) {
 
 std::vector<HessianAccumulator> collect_hessians(const Graph& g, const std::vector<PlannedLayer>& layers,
                                                  const Calibration& calib, int64_t batch, TraceTimings& t,
-                                                 const TraceProgress& progress) {
+                                                 const TraceProgress& progress, Device device) {
   std::vector<HessianAccumulator> hs;
   std::vector<int> slot(g.size(), -1);
   for (const auto& p : layers) {
@@ -138,21 +144,28 @@ std::vector<HessianAccumulator> collect_hessians(const Graph& g, const std::vect
   double hook_s = 0.0;
   ForwardOptions fo;
   fo.keep_activations = false;
+  // GPU work is asynchronous: the timers wait for it so that forward and Hessian time separate.
   fo.hook = [&](int node, const std::vector<const Tensor*>& inputs, const Tensor& out) {
     if (slot[node] < 0) return;
+    synchronize(device);
     const auto t0 = Clock::now();
     hs[slot[node]].add(*inputs[0], &out);
+    synchronize(device);
     hook_s += seconds_since(t0);
   };
+  const Graph device_graph = device == Device::CPU ? Graph() : g.to(device);
+  const Graph& run_graph = device == Device::CPU ? g : device_graph;
   if (progress) progress("hessians", 0, n);
   for (int64_t first = 0; first < n; first += batch) {
     const int64_t count = std::min(batch, n - first);
     auto t0 = Clock::now();
-    Tensor x = calib.batch(first, count);
+    Tensor x = calib.batch_on(device, first, count);
+    synchronize(device);
     t.augment_s += seconds_since(t0);
     t0 = Clock::now();
     const double hook_before = hook_s;
-    forward(g, x, fo);
+    forward(run_graph, x, fo);
+    synchronize(device);
     t.forward_s += seconds_since(t0) - (hook_s - hook_before);
     if (progress) progress("hessians", first + count, n);
   }
@@ -201,7 +214,9 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
     int64_t done = 0;
     if (progress) progress("solve", 0, L);
     std::exception_ptr failure;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(kernels::num_threads())
+    // On the GPU each layer fills the device: one at a time, from this thread.
+    const bool gpu = L > 0 && hs[0].hessian().device != Device::CPU;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(gpu ? 1 : kernels::num_threads())
     for (int64_t k = 0; k < L; ++k) {
       const int64_t i = order[k];
       try {
@@ -209,7 +224,8 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
         const PrunableLayer& l = layers[i].layer;
         hs[i].finalize();
         for (int64_t gi = 0; gi < l.groups; ++gi)
-          solve_sparsegpt(l, pruned[i].data() + gi * l.rows * l.cols, hs[i].hessian().group(gi), cfg, reports[i]);
+          solve_sparsegpt(l, pruned[i].data() + gi * l.rows * l.cols, hs[i].hessian().group(gi), gpu, cfg,
+                          reports[i]);
         finish_layer(i, t0);
       } catch (...) {
         std::lock_guard<std::mutex> lock(progress_mutex);
@@ -230,12 +246,15 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
       const auto t0 = Clock::now();
       const PrunableLayer& l = layers[i].layer;
       hs[i].finalize();
+      const bool gpu = hs[i].hessian().device != Device::CPU;
+      // OBC reorders the columns on the host first; a GPU Hessian comes back for that.
+      const std::vector<double> host_h = gpu ? hs[i].hessian().to_host() : std::vector<double>();
       for (int64_t gi = 0; gi < l.groups; ++gi) {
         auto rows_done = [&](int64_t r) {
           if (progress) progress("solve", rows_before + r, total_rows);
         };
-        solve_obc(l, pruned[i].data() + gi * l.rows * l.cols, hs[i].hessian().group(gi), cfg.obc_block, reports[i],
-                  rows_done);
+        const double* H = gpu ? host_h.data() + gi * l.cols * l.cols : hs[i].hessian().group(gi);
+        solve_obc(l, pruned[i].data() + gi * l.rows * l.cols, H, cfg.obc_block, gpu, reports[i], rows_done);
         rows_before += l.rows;
       }
       finish_layer(i, t0);
@@ -254,9 +273,11 @@ Trace compute_trace(const Graph& g, const Calibration& calib, const PruneConfig&
     if (needs_solve(p, cfg)) active.push_back(p);
   TraceTimings t;
   Tensor probe = calib.batch(0, 1);
-  const int64_t batch = cfg.batch > 0 ? cfg.batch : default_batch(g, {probe.dim(1), probe.dim(2), probe.dim(3)});
+  int64_t batch = cfg.batch > 0 ? cfg.batch : default_batch(g, {probe.dim(1), probe.dim(2), probe.dim(3)});
+  // A GPU holds far more than the CPU budget of ~1 GiB of activations.
+  if (cfg.batch <= 0 && cfg.device != Device::CPU) batch = std::min<int64_t>(batch * 8, 256);
   std::vector<HessianAccumulator> hs;
-  if (!active.empty()) hs = collect_hessians(g, active, calib, batch, t, progress);
+  if (!active.empty()) hs = collect_hessians(g, active, calib, batch, t, progress, cfg.device);
   Trace tr = solve_layers(g, active, hs, cfg, progress);
   const double solve_s = tr.timings.solve_s;
   tr.timings = t;

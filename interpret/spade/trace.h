@@ -38,6 +38,9 @@ struct PruneConfig {
   // unstructured exact OBS (more steps per row, slower).
   int64_t obc_block = 0;
   int64_t batch = 0;      // images per forward pass; 0 = default_batch()
+  // Where the forward passes, the Hessians and the solvers run. On CUDA the calibration images
+  // are made on the GPU too and the layers are solved one after another (each fills the GPU).
+  Device device = Device::CPU;
 };
 
 struct LayerReport {
@@ -80,8 +83,9 @@ int64_t default_batch(const Graph& g, const Shape& image_chw);
 // Stage 1: Hessians of `layers` (in the same order) over the calibration set.
 std::vector<HessianAccumulator> collect_hessians(const Graph& g, const std::vector<PlannedLayer>& layers,
                                                  const Calibration& calib, int64_t batch, TraceTimings& t,
-                                                 const TraceProgress& progress = {});
-// Stage 2: the solver on every layer, hs[i] being layers[i]'s Hessian (finalised here).
+                                                 const TraceProgress& progress = {}, Device device = Device::CPU);
+// Stage 2: the solver on every layer, hs[i] being layers[i]'s Hessian (finalised here). The
+// solvers run where the Hessians are (LayerHessian::device).
 Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std::vector<HessianAccumulator>& hs,
                    const PruneConfig& cfg, const TraceProgress& progress = {});
 

@@ -245,4 +245,32 @@ void CudaContext::CusolverDeleter::operator()(
   cusolverDnDestroy(h);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The engine's context
+
+namespace {
+int selected_device = 0;
+CudaContext* engine_context = nullptr;
+std::mutex engine_context_mutex;
+}  // namespace
+
+void select_cuda_device(int device) {
+  check_cuda_device_index(device);
+  std::lock_guard<std::mutex> lock(engine_context_mutex);
+  if (engine_context && engine_context->device() != device)
+    throw Error("CUDA device " + std::to_string(device) + " selected after work started on device " +
+                std::to_string(engine_context->device()));
+  selected_device = device;
+}
+
+CudaContext& cuda_context() {
+  std::lock_guard<std::mutex> lock(engine_context_mutex);
+  if (!engine_context) {
+    check_cuda_device_index(selected_device);
+    SPADE_CUDA_CHECK(cudaSetDevice(selected_device), "selecting CUDA device " + std::to_string(selected_device));
+    engine_context = new CudaContext(selected_device);  // never destroyed (see device.h)
+  }
+  return *engine_context;
+}
+
 }  // namespace spade

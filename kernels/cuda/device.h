@@ -112,4 +112,11 @@ class CudaContext {
   std::unique_ptr<std::remove_pointer_t<cusolverDnHandle_t>, CusolverDeleter> cusolver_;
 };
 
+// The context the engine queues its work on: one per process, on the device chosen with
+// select_cuda_device (device 0 unless told otherwise). Created on first use; never destroyed, so
+// tensors that outlive main() can still return their memory. Engine work is issued from one
+// thread at a time.
+void select_cuda_device(int device);
+CudaContext& cuda_context();
+
 }  // namespace spade
