@@ -163,17 +163,18 @@ Device parse_device(const std::string& name) {
   if (name == "auto") return default_device();
   if (name == "cpu") return Device::CPU;
   if (name == "cuda" || name.rfind("cuda:", 0) == 0) {
-#ifdef SPADE_WITH_CUDA
     int index = 0;
-    if (name.size() > 5) {
+    if (name.size() > 4) {
       const std::string digits = name.substr(5);
       if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 4)
         throw Error("bad device \"" + printable(name) + "\": expected cuda:N");
       index = std::stoi(digits);
     }
+#ifdef SPADE_WITH_CUDA
     select_cuda_device(index);  // throws when there is no such GPU
     return Device::CUDA;
 #else
+    (void)index;
     throw Error("device \"" + printable(name) + "\" requested, but this build of spade has no CUDA backend");
 #endif
   }

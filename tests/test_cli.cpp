@@ -2,6 +2,7 @@
 // with a non-zero exit, no partial files; and real pretrained weights when ../shared is present.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -115,6 +116,9 @@ TEST_CASE("bad input gives a one-line error naming the problem and a non-zero ex
       {"predict --model resnet7 --image " + img, "unknown architecture"},
       {"predict --model " + model + " --image " + img + " --bogus", "--bogus"},
       {"predict --model " + model + " --image " + img + " --topk x", "--topk"},
+      {"predict --model " + model + " --image " + img + " --device tpu", "unknown device \"tpu\""},
+      {"predict --model " + model + " --image " + img + " --device cuda:x", "cuda:N"},
+      {"predict --model " + model + " --image " + img + " --device cpu --tf32", "--tf32 applies to the GPU only"},
       {"eval accuracy --model cifar_resnet20 --data " + dir + "/none", "none"},
       {"convert --model cifar_resnet20 --out " + dir + "/c.json", "--random-init"},
       {"frobnicate", "unknown command"},
@@ -215,4 +219,19 @@ TEST_CASE("pretrained CIFAR ResNet-20 reaches the PyTorch reference accuracy", "
   const double acc = std::stod(m[1].str());
   INFO("top-1 " << acc << "%, PyTorch reference 81.03%");
   CHECK(std::fabs(acc - 81.03) <= 0.3);
+}
+
+TEST_CASE("--device cuda without a usable GPU is a clear error, and cpu always works", "[cli]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = dir + "/m.json", img = test::data_path("image/src.png");
+  REQUIRE(spade_cli("convert --model cifar_resnet20 --random-init 3 --out " + model).status == 0);
+  const Run cpu = spade_cli("predict --model " + model + " --image " + img + " --device cpu --json");
+  INFO(cpu.err);
+  CHECK(cpu.status == 0);
+  if (cuda_backend_available()) return;  // a GPU machine runs the command instead (cuda_test_engine.cpp)
+  const Run r = spade_cli("predict --model " + model + " --image " + img + " --device cuda");
+  CHECK(r.status != 0);
+  CHECK((r.err.find("no CUDA device is available") != std::string::npos ||
+         r.err.find("no CUDA backend") != std::string::npos));
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
 }
