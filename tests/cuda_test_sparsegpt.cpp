@@ -196,7 +196,7 @@ TEST_CASE("GPU: sparsegpt matches the CPU solver", "[cuda][gpu]") {
                  Case{5, 45, 9, 0.9, false, 7, 100}, Case{33, 300, 9, 0.5, false, 11, 170},
                  Case{40, 200, 1, 0.99, false, 0, 400}, Case{70, 270, 9, 0.0, false, 9, 300},
                  Case{70, 270, 9, 0.0, true, 9, 300}, Case{64, 300, 9, 0.5, true, 0, 600},
-                 Case{300, 99, 1, 0.9, false, 4, 200}, Case{257, 1000, 1, 0.5, true, 0, 520},
+                 Case{300, 99, 1, 0.9, false, 4, 200}, Case{257, 1000, 1, 0.5, true, 0, 1100},
                  Case{100, 1200, 9, 0.99, false, 0, 2400}, Case{300, 1200, 9, 0.5, false, 13, 1300},
                  Case{3, 147, 49, 0.7, false, 0, 300},
                  // mask blocks wider than a lazy block (128 columns)

@@ -3,6 +3,7 @@
 // finite-difference check of its gradient and the error for a target out of range.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>

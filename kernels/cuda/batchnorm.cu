@@ -56,8 +56,8 @@ __device__ double2 block_sum(double a, double b) {
   return s;
 }
 
-// Sum of x - shift and (x - shift)^2, shift = the channel's first value: the shifted sums keep
-// E[d^2] - E[d]^2 free of cancellation without a second pass over x.
+// Sum of x - shift and (x - shift)^2, shift = the channel's first value: with d centred near the
+// data, E[d^2] - E[d]^2 loses little to cancellation, without a second pass over x.
 struct StatsTerm {
   const float* x;
   double shift;
