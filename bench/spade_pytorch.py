@@ -3,7 +3,7 @@
 
     /usr/bin/python3 bench/spade_pytorch.py [--arch resnet50] [--augs 32] [--layers all|layer4+fc]
         [--sparsity 0.9] [--image PATH] [--threads 2] [--batch B] [--repeat R] [--seed S]
-        [--save-trace OUT.safetensors]
+        [--save-trace OUT.safetensors] [--device cpu|cuda]
 
 The authors' code is not available offline, so this file re-creates what it does (see
 docs: /work/shared/reference/SPADE.md sections 2.1-2.3):
@@ -47,6 +47,11 @@ Output: ONE JSON line on stdout,
      "forward_hessian_s", "prune_s", "total_s", "threads", "torch", ...}
 With --repeat R > 1 the whole pipeline runs R times from the same dense weights and each time
 field is the median over the R runs (`*_all` lists every run).
+
+--device cuda runs the model, the Hessian hooks and fasterprune on the GPU (as the authors' code
+does; the augmentations stay on the CPU, so augment_s is CPU time), with TF32 off as the public
+sparsegpt.py sets it, and torch.cuda.synchronize() before each timer reading; each chunk is copied
+to the GPU inside the forward + Hessians time. The JSON then also has "device" and "gpu".
 
 --save-trace writes the pruned model's state_dict (the SPADE "trace") as safetensors with the
 repository's shared writer (tests/data/safetensors_writer.py), for cross-checks with the engine.
@@ -272,6 +277,11 @@ def loaded_blas():
 
 def run_once(model, layers, image, args):
     """One SPADE trace: returns the timings; the model's prunable weights are left pruned."""
+    def sync():
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
+    sync()
     t0 = time.perf_counter()
     aug = augmentation()
     batch = torch.stack([aug(image) for _ in range(args.augs)])
@@ -288,14 +298,16 @@ def run_once(model, layers, image, args):
     chunk = args.batch or args.augs
     with torch.no_grad():
         for i in range(0, args.augs, chunk):
-            model(batch[i:i + chunk])
+            model(batch[i:i + chunk].to(args.device))
     for h in handles:
         h.remove()
+    sync()
     t2 = time.perf_counter()
 
     for name, layer in layers:
         gpts[name].fasterprune(args.sparsity, blocksize=spade_blocksize(layer), percdamp=.01)
         gpts[name].free()
+    sync()
     t3 = time.perf_counter()
     return {"augment_s": t1 - t0, "forward_hessian_s": t2 - t1, "prune_s": t3 - t2, "total_s": t3 - t0}
 
@@ -312,6 +324,7 @@ def parse_args(argv):
     p.add_argument("--repeat", type=int, default=1, help="run the pipeline this many times, report medians")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the augmentations")
     p.add_argument("--save-trace", default=None, help="write the pruned state_dict (last run) as safetensors")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model and the solver run")
     args = p.parse_args(argv)
     if args.augs < 1 or args.threads < 1 or args.repeat < 1 or args.batch < 0:
         p.error("--augs, --threads, --repeat must be >= 1 and --batch >= 0")
@@ -327,6 +340,10 @@ def main(argv=None):
     if not hasattr(torchvision.models, args.arch):
         raise SystemExit(f"unknown torchvision model {args.arch!r}")
     model = getattr(torchvision.models, args.arch)(weights=None).eval()
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        model = model.to(args.device)
     for p in model.parameters():
         p.requires_grad_(False)
     layers = prunable_layers(model, args.arch, args.layers)
@@ -346,7 +363,10 @@ def main(argv=None):
         meta = {"peer": PEER, "arch": args.arch, "augs": str(args.augs), "layers": args.layers,
                 "sparsity": str(args.sparsity), "seed": str(args.seed),
                 "pruned": json.dumps([n for n, _ in layers])}
-        write_safetensors(args.save_trace, model.state_dict(), meta)
+        state = model.state_dict()
+        if args.device != "cpu":
+            state = {k: v.cpu() for k, v in state.items()}
+        write_safetensors(args.save_trace, state, meta)
 
     out = {"peer": PEER, "arch": args.arch, "augs": args.augs, "layers": args.layers, "layer_count": len(layers)}
     for key in ("augment_s", "forward_hessian_s", "prune_s", "total_s"):
@@ -356,6 +376,8 @@ def main(argv=None):
     if args.repeat > 1:
         for key in ("augment_s", "forward_hessian_s", "prune_s", "total_s"):
             out[key + "_all"] = [round(run[key], 3) for run in runs]
+    if args.device != "cpu":
+        out.update({"device": args.device, "gpu": torch.cuda.get_device_name(0)})
     print(json.dumps(out), flush=True)
 
 
