@@ -1,7 +1,6 @@
 #include "interpret/spade/gpu_solvers.h"
 
 #include "engine/error.h"
-#include "engine/tensor.h"
 #ifdef SPADE_WITH_CUDA
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/obc.h"
@@ -14,37 +13,49 @@ namespace spade::interp {
 
 namespace {
 
-Tensor upload_weights(const float* w, int64_t rows, int64_t cols) {
-  Tensor host = Tensor::empty({rows, cols});
-  std::copy(w, w + rows * cols, host.data());
-  return host.to(Device::CUDA);
+// Each solving thread has its own stream and library handles, so that several layers (each too
+// small to fill the GPU on its own) are solved at once. Never destroyed, like the engine's
+// context: thread-exit destructors may run while the CUDA runtime shuts down.
+CudaContext& solver_context() {
+  thread_local CudaContext* ctx = new CudaContext(cuda_context().device());
+  return *ctx;
 }
 
-void download_weights(const Tensor& device, float* w) {
-  const Tensor host = device.cpu();
-  std::copy(host.data(), host.data() + host.numel(), w);
+DeviceBuffer upload(CudaContext& ctx, const void* host, size_t bytes) {
+  DeviceBuffer d = ctx.allocate(bytes);
+  SPADE_CUDA_CHECK(cudaMemcpyAsync(d.data(), host, bytes, cudaMemcpyHostToDevice, ctx.stream()),
+                   "uploading a layer to solve");
+  return d;
+}
+
+void download(CudaContext& ctx, const DeviceBuffer& d, void* host, size_t bytes) {
+  SPADE_CUDA_CHECK(cudaMemcpyAsync(host, d.data(), bytes, cudaMemcpyDeviceToHost, ctx.stream()),
+                   "downloading a solved layer");
+  ctx.synchronize();
 }
 
 }  // namespace
 
 kernels::SparseGptStats sparsegpt_prune_gpu(float* w, int64_t rows, int64_t cols, const double* H_device,
                                             const kernels::SparseGptOptions& opt) {
-  Tensor wd = upload_weights(w, rows, cols);
-  const kernels::SparseGptStats st = cuda::sparsegpt_prune(cuda_context(), wd.data(), rows, cols, H_device, opt);
-  if (st.ok) download_weights(wd, w);
+  CudaContext& ctx = solver_context();
+  const size_t bytes = static_cast<size_t>(rows * cols) * sizeof(float);
+  DeviceBuffer wd = upload(ctx, w, bytes);
+  const kernels::SparseGptStats st = cuda::sparsegpt_prune(ctx, wd.data_as<float>(), rows, cols, H_device, opt);
+  if (st.ok) download(ctx, wd, w, bytes);
+  ctx.synchronize();  // the buffers go back to this stream's cache only after their work is done
   return st;
 }
 
 kernels::ObcStats obc_prune_gpu(float* w, int64_t rows, int64_t cols, const double* H_host,
                                 const kernels::ObcOptions& opt) {
-  CudaContext& ctx = cuda_context();
-  Tensor wd = upload_weights(w, rows, cols);
-  DeviceBuffer h = ctx.allocate(static_cast<size_t>(cols * cols) * sizeof(double));
-  SPADE_CUDA_CHECK(cudaMemcpyAsync(h.data(), H_host, static_cast<size_t>(cols * cols) * sizeof(double),
-                                   cudaMemcpyHostToDevice, ctx.stream()),
-                   "uploading a Hessian");
-  const kernels::ObcStats st = cuda::obc_prune(ctx, wd.data(), rows, cols, h.data_as<double>(), opt);
-  if (st.ok) download_weights(wd, w);
+  CudaContext& ctx = solver_context();
+  const size_t bytes = static_cast<size_t>(rows * cols) * sizeof(float);
+  DeviceBuffer wd = upload(ctx, w, bytes);
+  DeviceBuffer h = upload(ctx, H_host, static_cast<size_t>(cols * cols) * sizeof(double));
+  const kernels::ObcStats st = cuda::obc_prune(ctx, wd.data_as<float>(), rows, cols, h.data_as<double>(), opt);
+  if (st.ok) download(ctx, wd, w, bytes);
+  ctx.synchronize();
   return st;
 }
 

@@ -1,7 +1,9 @@
 #pragma once
 // The layer solvers run on the GPU for a trace computed with --device cuda: the weights go to
-// the device and back, the Hessian is used where it is (device memory for SparseGPT; OBC takes
-// the host copy that the column reordering produced). Without the CUDA backend these throw.
+// the device and back, the Hessian is used where it is (device memory for SparseGPT, which must
+// be complete: synchronize the engine's stream first; OBC takes the host copy that the column
+// reordering produced). Each calling thread works on its own stream, so several threads may
+// solve layers at once. Without the CUDA backend these throw.
 #include <cstdint>
 
 #include "kernels/cpu/obc.h"

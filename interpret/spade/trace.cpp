@@ -22,6 +22,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+// Layers solved at once on a GPU (each on its own stream).
+constexpr int kGpuSolveThreads = 4;
+
 bool needs_solve(const PlannedLayer& p, const PruneConfig& cfg) {
   return p.target > 0.0 || (cfg.authors_threshold && cfg.solver == Solver::SparseGPT);
 }
@@ -214,15 +217,20 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
     int64_t done = 0;
     if (progress) progress("solve", 0, L);
     std::exception_ptr failure;
-    // On the GPU each layer fills the device: one at a time, from this thread.
+    // On the GPU a layer's kernels fill only part of the device: a few layers are solved at once,
+    // each thread on its own stream. Their Hessians are finalised first, on the engine's stream.
     const bool gpu = L > 0 && hs[0].hessian().device != Device::CPU;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(gpu ? 1 : kernels::num_threads())
+    if (gpu) {
+      for (int64_t i = 0; i < L; ++i) hs[i].finalize();
+      synchronize(Device::CUDA);
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(gpu ? kGpuSolveThreads : kernels::num_threads())
     for (int64_t k = 0; k < L; ++k) {
       const int64_t i = order[k];
       try {
         const auto t0 = Clock::now();
         const PrunableLayer& l = layers[i].layer;
-        hs[i].finalize();
+        if (!gpu) hs[i].finalize();
         for (int64_t gi = 0; gi < l.groups; ++gi)
           solve_sparsegpt(l, pruned[i].data() + gi * l.rows * l.cols, hs[i].hessian().group(gi), gpu, cfg,
                           reports[i]);
