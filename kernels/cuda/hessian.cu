@@ -19,9 +19,10 @@ constexpr int64_t kChunk = 2048;
 // Chunks are computed side by side (one batched GEMM) into up to this many floats of scratch,
 // so that a narrow Hessian with a long inner dimension costs a few launches, not thousands.
 constexpr int64_t kScratchFloats = int64_t(16) << 20;
-// Hessians wider than twice this are computed in row blocks of this many rows, each only up to
-// the diagonal: about a third fewer flops than one full GEMM (cuBLAS's SYRK is often slower).
-constexpr int64_t kRowBlock = 1024;
+// Hessians at least twice this wide are computed in row blocks of this many rows, each only up to
+// the diagonal: 30-45% fewer flops than one full GEMM for ResNet-50's 3x3 layers (1152..4608),
+// with each block still wide enough to fill the GPU (cuBLAS's SYRK is often slower).
+constexpr int64_t kRowBlock = 512;
 constexpr int kThreads = 256;
 // Deterministic sums: the number of partial sums depends only on n, never on the device.
 constexpr int64_t kMaxReduceBlocks = 1024;
@@ -125,7 +126,7 @@ void syrk_lower_add(CudaContext& ctx, int64_t n, int64_t k, const float* A, int6
   SPADE_CUDA_CHECK(cublasSetMathMode(handle, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
                    "setting the cuBLAS math mode");
   const float one = 1.f, zero = 0.f;
-  const int64_t block = n > 2 * kRowBlock ? kRowBlock : n;
+  const int64_t block = n >= 2 * kRowBlock ? kRowBlock : n;
   const dim3 add_grid(static_cast<unsigned>(grid_for(n, 64)), static_cast<unsigned>(std::min<int64_t>(n, 65535)));
   const auto what = [&] {
     return "computing a " + std::to_string(n) + "x" + std::to_string(n) + "x" + std::to_string(k) + " Hessian product";
