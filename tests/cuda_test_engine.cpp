@@ -170,7 +170,14 @@ void compare_traces(const interp::Trace& gpu, const interp::Trace& cpu) {
     const Tensor& wg = gpu.weights.at(lc.weight_key);
     CHECK(wg.device() == Device::CPU);
     CHECK(mask_agreement(wg, wc) >= 0.99);
-    CHECK(test::relative_l2(wg.to_vector(), wc.to_vector()) < 1e-2);
+    // Weights where both masks agree (a flipped near-tie alone moves the whole-tensor distance).
+    std::vector<float> a, b;
+    for (int64_t k = 0; k < wc.numel(); ++k)
+      if ((wg[k] == 0.f) == (wc[k] == 0.f)) {
+        a.push_back(wg[k]);
+        b.push_back(wc[k]);
+      }
+    CHECK(test::relative_l2(a, b) < 1e-2);
   }
 }
 
@@ -190,6 +197,29 @@ TEST_CASE("GPU: SPADE traces computed on the GPU match the CPU", "[cuda][gpu]") 
     cfg.solver = solver;
     cfg.sparsity = interp::SparsitySchedule::from_json(R"({"layer2": 0.5, "layer3": 0.9, "linear": 0.8})", "schedule");
     cfg.batch = 16;
+    const interp::Trace tc = interp::compute_trace(m.graph, *calib, cfg);
+    cfg.device = Device::CUDA;
+    const interp::Trace tg = interp::compute_trace(m.graph, *calib, cfg);
+    compare_traces(tg, tc);
+  }
+}
+
+TEST_CASE("GPU: a MobileNetV2 trace with depthwise layers matches the CPU", "[cuda][gpu]") {
+  SPADE_REQUIRE_GPU();
+  Model m = random_model("mobilenet_v2", 2);
+  interp::AugmentConfig ac;
+  ac.size = 64;
+  auto calib = interp::augmented_calibration(random_image(80, 72, 8), ac, 12, 1);
+  interp::PruneConfig cfg;
+  // Early blocks: with 12 images their Hessians have more samples than columns. (A deep layer's
+  // would be singular, and two float32 factorisations of a singular H legitimately differ.)
+  cfg.sparsity = interp::SparsitySchedule::from_json(R"({"features.2": 0.5, "features.3": 0.9})", "schedule");
+  cfg.selection.include_depthwise = true;
+  cfg.batch = 6;
+  for (interp::Solver solver : {interp::Solver::SparseGPT, interp::Solver::OBC}) {
+    INFO(interp::solver_name(solver));
+    cfg.solver = solver;
+    cfg.device = Device::CPU;
     const interp::Trace tc = interp::compute_trace(m.graph, *calib, cfg);
     cfg.device = Device::CUDA;
     const interp::Trace tg = interp::compute_trace(m.graph, *calib, cfg);

@@ -99,7 +99,10 @@ Pruned gpu_prune(const std::vector<float>& w, int64_t rows, int64_t cols, const 
 
 // The GPU result against the CPU's: same statistics, the same masks up to float32 rounding of
 // near-tied scores (a flipped choice also shifts the later columns' updates a little), weights
-// and loss to 1e-3 (two float32 Cholesky factorisations and summation orders apart).
+// and loss to 1e-3 (two float32 Cholesky factorisations and summation orders apart). The weights
+// are compared where both masks agree: a flipped pair alone moves the relative L2 distance by
+// about sqrt(2 flips / kept weights), 1e-2 for 164 flips among 1M kept weights (seen on the
+// 1000 x 2048 layer), which says nothing about the arithmetic.
 void compare(const Pruned& g, const Pruned& c) {
   REQUIRE(g.st.ok == c.st.ok);
   CHECK(g.st.retries == c.st.retries);
@@ -110,7 +113,13 @@ void compare(const Pruned& g, const Pruned& c) {
   for (size_t i = 0; i < c.w.size(); ++i) mask_diff += (g.w[i] == 0.f) != (c.w[i] == 0.f);
   INFO("masks differ on " << mask_diff << " of " << c.w.size() << " weights");
   CHECK(mask_diff <= static_cast<int64_t>(c.w.size() / 100));
-  CHECK(test::relative_l2(g.w, c.w) < 1e-3);
+  std::vector<float> ga, ca;
+  for (size_t i = 0; i < c.w.size(); ++i)
+    if ((g.w[i] == 0.f) == (c.w[i] == 0.f)) {
+      ga.push_back(g.w[i]);
+      ca.push_back(c.w[i]);
+    }
+  CHECK(test::relative_l2(ga, ca) < 1e-3);
   CHECK(g.st.loss == Approx(c.st.loss).epsilon(1e-3).margin(1e-9));
 }
 

@@ -24,6 +24,8 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 // Layers solved at once on a GPU (each on its own stream).
 constexpr int kGpuSolveThreads = 4;
+// Layers with at most this many columns per group are solved on the CPU even in a GPU trace.
+constexpr int64_t kGpuMinCols = 32;
 
 bool needs_solve(const PlannedLayer& p, const PruneConfig& cfg) {
   return p.target > 0.0 || (cfg.authors_threshold && cfg.solver == Solver::SparseGPT);
@@ -220,8 +222,15 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
     // On the GPU a layer's kernels fill only part of the device: a few layers are solved at once,
     // each thread on its own stream. Their Hessians are finalised first, on the engine's stream.
     const bool gpu = L > 0 && hs[0].hessian().device != Device::CPU;
+    // Layers with tiny Hessians (depthwise convs: one 9 x 9 per channel) are solved on the CPU
+    // from a host copy: hundreds of groups of launches would cost more than the arithmetic.
+    std::vector<std::vector<double>> host_h(L);
+    auto on_cpu = [&](int64_t i) { return !gpu || layers[i].layer.cols <= kGpuMinCols; };
     if (gpu) {
-      for (int64_t i = 0; i < L; ++i) hs[i].finalize();
+      for (int64_t i = 0; i < L; ++i) {
+        hs[i].finalize();
+        if (on_cpu(i)) host_h[i] = hs[i].hessian().to_host();
+      }
       synchronize(Device::CUDA);
     }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(gpu ? kGpuSolveThreads : kernels::num_threads())
@@ -231,9 +240,10 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
         const auto t0 = Clock::now();
         const PrunableLayer& l = layers[i].layer;
         if (!gpu) hs[i].finalize();
-        for (int64_t gi = 0; gi < l.groups; ++gi)
-          solve_sparsegpt(l, pruned[i].data() + gi * l.rows * l.cols, hs[i].hessian().group(gi), gpu, cfg,
-                          reports[i]);
+        for (int64_t gi = 0; gi < l.groups; ++gi) {
+          const double* H = host_h[i].empty() ? hs[i].hessian().group(gi) : host_h[i].data() + gi * l.cols * l.cols;
+          solve_sparsegpt(l, pruned[i].data() + gi * l.rows * l.cols, H, !on_cpu(i), cfg, reports[i]);
+        }
         finish_layer(i, t0);
       } catch (...) {
         std::lock_guard<std::mutex> lock(progress_mutex);
@@ -262,7 +272,8 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
           if (progress) progress("solve", rows_before + r, total_rows);
         };
         const double* H = gpu ? host_h.data() + gi * l.cols * l.cols : hs[i].hessian().group(gi);
-        solve_obc(l, pruned[i].data() + gi * l.rows * l.cols, H, cfg.obc_block, gpu, reports[i], rows_done);
+        solve_obc(l, pruned[i].data() + gi * l.rows * l.cols, H, cfg.obc_block, gpu && l.cols > kGpuMinCols,
+                  reports[i], rows_done);
         rows_before += l.rows;
       }
       finish_layer(i, t0);
