@@ -49,10 +49,15 @@ class RuleSet {
   void set_node(const std::string& node, BackwardRule rule) { by_node_[node] = std::move(rule); }
   // Node-specific rule, else op rule, else nullptr (meaning: the plain gradient).
   const BackwardRule* find(const Node& node) const;
+  // Whether every rule works on tensors of any device (written with engine/backend.h). Rules
+  // that touch elements on the host are CPU-only, and passes using them run on the CPU.
+  void set_runs_on_any_device(bool any) { any_device_ = any; }
+  bool runs_on_any_device() const { return any_device_; }
 
  private:
   std::map<OpKind, BackwardRule> by_op_;
   std::map<std::string, BackwardRule> by_node_;
+  bool any_device_ = false;
 };
 
 }  // namespace spade

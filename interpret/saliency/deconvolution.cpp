@@ -5,9 +5,7 @@
 
 namespace spade::interp {
 
-RuleSet deconvolution_rules() {
-  return rectifier_rules([](float, float gy, float) { return gy > 0.f ? gy : 0.f; });
-}
+RuleSet deconvolution_rules() { return rectifier_rules(false); }
 
 Tensor deconvolution(const Network& net, const Tensor& x, int64_t target, const MethodParams&) {
   check_images(net, x, "deconvolution input");

@@ -33,7 +33,8 @@ void check_target(const Network& net, int64_t target) {
     throw Error("target class " + std::to_string(target) + " is out of range [0, " + std::to_string(classes) + ")");
 }
 
-// Where one pass runs: the device copy when there is one and the pass needs no backward rules.
+// Where one pass runs: the device copy when there is one and the pass's backward rules (if any)
+// run on any device.
 struct Placement {
   const Graph& graph;
   const WeightOverlay* overlay;
@@ -41,7 +42,8 @@ struct Placement {
 };
 
 Placement placement(const Network& net, const RuleSet* rules) {
-  if (net.device && !rules) return {net.device->graph, net.device->overlay(), net.device->graph.device()};
+  if (net.device && (!rules || rules->runs_on_any_device()))
+    return {net.device->graph, net.device->overlay(), net.device->graph.device()};
   return {net.graph, net.weights, Device::CPU};
 }
 

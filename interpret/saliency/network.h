@@ -28,10 +28,10 @@ struct Network {
   // for backward then holds ~1.6 GB, and fewer freshly touched pages make the first pass faster
   // than with 16 (IG 50 steps: 4.6-5.0 s against 5.6-6.9 s, measured).
   int64_t batch = 8;
-  // When set, the passes with the plain gradient (logits, target_scores, target_gradients and
-  // layer_gradients without backward rules) run on this copy (a GPU) and their results come back
-  // to the host. Passes with backward rules (guided backprop, deconvolution, DeepLift, LRP) and
-  // methods that drive the executor themselves run on the CPU.
+  // When set, logits, target_scores, target_gradients and layer_gradients run on this copy (a
+  // GPU) and their results come back to the host, unless their backward rules are CPU-only
+  // (RuleSet::runs_on_any_device: DeepLift's and LRP's are). Methods that drive the executor
+  // themselves (DeepLift, LRP, Score-CAM's activations) run on the CPU.
   const DeviceModel* device = nullptr;
 
   int64_t num_classes() const;
