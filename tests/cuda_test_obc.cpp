@@ -154,8 +154,8 @@ TEST_CASE("GPU: obc_prune matches the CPU solver over shapes, blocks and sparsit
 
 TEST_CASE("GPU: obc_prune matches the CPU on layers with several flushes and wide GEMM chunks", "[cuda][gpu][obc]") {
   SPADE_REQUIRE_GPU();
-  // 1100 and 2112 columns pass the 1024 and 2048 active-column thresholds of the chunked flush;
-  // block 9 at 1152 columns flushes every 14 steps.
+  // 1100 and 2112 columns pass the 1024 and 2048 active-column thresholds of the chunked flush
+  // (flushing every 43 and 59 steps); block 9 at 1152 columns flushes every 15 steps.
   compare(random_problem(8, 1100, 101), 1, 0.5);
   compare(random_problem(3, 1152, 102), 9, 0.3);
   compare(random_problem(2, 2112, 103), 1, 0.6);

@@ -18,8 +18,8 @@
 //     swapped to the front, so the active part is the trailing a x a corner of an n x n
 //     column-major S (lower triangle), and  Hinv = S - U U^T  with U the downdate columns
 //     since the last flush; the diagonal blocks D are kept exact. All problems of a batch take
-//     one step per iteration, so their active corners have the same size: a CTA runs up to
-//     `cap` buffered columns of steps in one launch, then one batched cuBLAS DGEMM per column
+//     one step per iteration, so their active corners have the same size: a CTA runs the steps
+//     until U is full (`cap` columns) in one launch, then one batched cuBLAS DGEMM per column
 //     chunk applies U to every problem's S (the flush, where nearly all flops are; the per-step
 //     work in the kernel streams O(a * cap) values).
 //  3. The global allocation on the host, exactly as the CPU does it, from the step losses.
@@ -39,10 +39,14 @@ using kernels::ObcStats;
 constexpr int kThreads = 256;
 constexpr int kDampedTries = 8;  // lambda = 1, 10, ..., 1e7
 constexpr double kInf = static_cast<double>(INFINITY);
-// Buffered downdate columns per flush: the flush GEMM's depth. At 128 it is near the FP64
-// tensor-core peak instead of bound by streaming S, while the per-step cost of forming the
-// current column from the stale one (a * cap reads) stays below the flush's.
-constexpr int64_t kLazyColumns = 128;
+// Steps per flush. Two streams of memory traffic dominate: forming each step's current column
+// reads the a x (s * B) buffer (~2 s n^2 bytes per row over the pass), and each flush rewrites the
+// active lower triangle (~10 n^3 / (3 s B) bytes per row); their sum is smallest at
+// s = sqrt(5 n / (3 B)). At least 32 buffered columns, so that the flush GEMM is not too shallow.
+int64_t steps_per_flush(int64_t n, int64_t B) {
+  const int64_t s = std::llround(std::sqrt(5.0 * static_cast<double>(n) / (3.0 * static_cast<double>(B))));
+  return std::max<int64_t>({s, (32 + B - 1) / B, 1});
+}
 
 int checked_int(int64_t v, const char* what) {
   if (v < 0 || v > INT_MAX) throw Error(std::string("GPU OBC: ") + what + " exceeds the 32-bit limit of cuBLAS/cuSOLVER");
@@ -341,6 +345,10 @@ __global__ void __launch_bounds__(kThreads) greedy_kernel(Batch b, int64_t k_beg
   int32_t* perm = b.perm + prob * nb;
   double* L = scratch + nb * slot;  // the removed block's factor and z = L^-1 w_b, for all threads
   double* z = L + BB;
+  // block_loss's workspace: per thread where its size is a compile-time constant (local memory is
+  // interleaved across a warp, so those accesses coalesce), else the position's slot.
+  double local[kB > 0 ? kB * kB + kB : 1];
+  auto workspace = [&](int64_t c) { return kB > 0 ? local : scratch + c * slot; };
 
   if (k_begin == 0) {
     for (int64_t r = tid; r < n; r += kThreads) w[r] = static_cast<double>(b.W[row * n + r]);
@@ -350,7 +358,7 @@ __global__ void __launch_bounds__(kThreads) greedy_kernel(Batch b, int64_t k_beg
     }
     __syncthreads();
     if (!kReplay) {
-      for (int64_t c = tid; c < nb; c += kThreads) loss[c] = block_loss<kB>(D + c * BB, w + c * B, B, scratch + c * slot);
+      for (int64_t c = tid; c < nb; c += kThreads) loss[c] = block_loss<kB>(D + c * BB, w + c * B, B, workspace(c));
       __syncthreads();
     }
   }
@@ -378,8 +386,9 @@ __global__ void __launch_bounds__(kThreads) greedy_kernel(Batch b, int64_t k_beg
       // part; the disjoint pairs go to all threads. S's diagonal blocks are never read (D holds
       // them exactly), so they are not moved.
       const int64_t q0 = k0, p0 = p * B, between = p0 - q0 - B, below = n - p0 - B;
-      for (int64_t i = tid; i < between * B; i += kThreads) {  // (J, Q) <-> (P, J)^T
-        const int64_t t = i / between, j = q0 + B + i % between;
+      // (J, Q) <-> (P, J)^T; t fastest, so that a warp covers a few rows of both sides.
+      for (int64_t i = tid; i < between * B; i += kThreads) {
+        const int64_t t = i % B, j = q0 + B + i / B;
         swap_values(&S[j + (q0 + t) * n], &S[p0 + t + j * n]);
       }
       for (int64_t i = tid; i < BB; i += kThreads) {  // (P, Q) becomes its own transpose
@@ -486,7 +495,7 @@ __global__ void __launch_bounds__(kThreads) greedy_kernel(Batch b, int64_t k_beg
             for (int64_t u = 0; u < B; ++u) v -= g[s + u * n] * g[t + u * n];
             Dc[s + t * B] = v;
           }
-        if (!kReplay) loss[c] = block_loss<kB>(Dc, w + c * B, B, scratch + c * slot);
+        if (!kReplay) loss[c] = block_loss<kB>(Dc, w + c * B, B, workspace(c));
       }
       __syncthreads();
     }
@@ -638,7 +647,7 @@ ObcStats obc_prune(CudaContext& ctx, float* W, int64_t rows, int64_t cols, const
   }
 
   if (count > 0) {
-    const int64_t cap = B >= kLazyColumns ? B : kLazyColumns / B * B;
+    const int64_t cap = steps_per_flush(n, B) * B;
     int64_t batch = rows_in_flight > 0 ? rows_in_flight : rows;
     if (rows_in_flight <= 0) {
       size_t free_bytes = 0, total_bytes = 0;
@@ -651,6 +660,8 @@ ObcStats obc_prune(CudaContext& ctx, float* W, int64_t rows, int64_t cols, const
     const int64_t batches = (rows + batch - 1) / batch;
     batch = (rows + batches - 1) / batches;  // even batches: the last one is not a sliver
 
+    // Native FP64 for the flushes, whatever mode the shared handle was left in.
+    SPADE_CUDA_CHECK(cublasSetMathMode(ctx.cublas(), CUBLAS_DEFAULT_MATH), "setting the cuBLAS math mode");
     DeviceBuffer order = ctx.allocate(sizeof(int32_t) * total), losses = ctx.allocate(sizeof(double) * total);
     Workspace ws(ctx, batch, n, B, cap);
     Batch b{};
