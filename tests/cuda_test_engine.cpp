@@ -170,13 +170,20 @@ void compare_traces(const interp::Trace& gpu, const interp::Trace& cpu) {
     const Tensor& wg = gpu.weights.at(lc.weight_key);
     CHECK(wg.device() == Device::CPU);
     CHECK(mask_agreement(wg, wc) >= 0.99);
-    // Weights where both masks agree (a flipped near-tie alone moves the whole-tensor distance).
+    // Weights of the output rows whose masks agree exactly. Rows are solved independently once
+    // their masks are chosen, and a flipped near-tie (between two float32 Hessian accumulations)
+    // changes its own row's compensation: features.3.conv.2 of the random MobileNetV2 moved by
+    // 3.3e-2 over all agreeing positions under OBC that way, with identical damping.
+    const int64_t rows = wc.dim(0), per_row = wc.numel() / rows;
     std::vector<float> a, b;
-    for (int64_t k = 0; k < wc.numel(); ++k)
-      if ((wg[k] == 0.f) == (wc[k] == 0.f)) {
-        a.push_back(wg[k]);
-        b.push_back(wc[k]);
-      }
+    for (int64_t r = 0; r < rows; ++r) {
+      bool same = true;
+      for (int64_t k = r * per_row; k < (r + 1) * per_row && same; ++k) same = (wg[k] == 0.f) == (wc[k] == 0.f);
+      if (!same) continue;
+      a.insert(a.end(), wg.data() + r * per_row, wg.data() + (r + 1) * per_row);
+      b.insert(b.end(), wc.data() + r * per_row, wc.data() + (r + 1) * per_row);
+    }
+    CHECK(a.size() * 10 >= static_cast<size_t>(wc.numel()) * 9);  // most rows agree exactly
     CHECK(test::relative_l2(a, b) < 1e-2);
   }
 }
