@@ -78,17 +78,6 @@ void check_identical(const std::vector<float>& got, const std::vector<float>& wa
   SUCCEED(what);
 }
 
-double relative_l2(const std::vector<double>& a, const std::vector<double>& b) {
-  REQUIRE(a.size() == b.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
-    num += (a[i] - b[i]) * (a[i] - b[i]);
-    den += b[i] * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
 // Sizes around warp, block and vector multiples, and one of a ResNet activation (8x256x56x56).
 const std::vector<int64_t> kSizes = {1, 3, 4, 31, 32, 33, 255, 256, 257, 1000, 4099, 65537, 8 * 256 * 56 * 56};
 

@@ -40,15 +40,6 @@ std::vector<double> doubles_from_gpu(const DeviceBuffer& b, size_t n) {
   return v;
 }
 
-double relative_l2_doubles(const std::vector<double>& a, const std::vector<double>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
-    num += (a[i] - b[i]) * (a[i] - b[i]);
-    den += b[i] * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 // H = (2/m) X X^T for m samples of correlated features with different scales; every
 // `dead_every`-th feature (from the 4th on) is always zero, which makes a dead column.
@@ -160,7 +151,7 @@ TEST_CASE("GPU: syrk_lower_add and symmetrize_scale match the CPU", "[cuda][gpu]
       }
     CHECK(upper_untouched);
     // float32 products over different summation orders (CPU tiles, GEMM chunks of 2048).
-    CHECK(relative_l2_doubles(g_lower, c_lower) < 1e-6);
+    CHECK(test::relative_l2(g_lower, c_lower) < 1e-6);
 
     const double scale = 2.0 / static_cast<double>(c.k);
     for (int64_t i = 0; i < n; ++i)
@@ -168,7 +159,7 @@ TEST_CASE("GPU: syrk_lower_add and symmetrize_scale match the CPU", "[cuda][gpu]
     kernels::symmetrize_from_lower(n, C.data());
     cuda::symmetrize_scale(ctx, n, scale, cd.data_as<double>());
     g = doubles_from_gpu(cd, C.size());
-    CHECK(relative_l2_doubles(g, C) < 1e-6);
+    CHECK(test::relative_l2(g, C) < 1e-6);
     bool symmetric = true;
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < i; ++j) symmetric &= g[i * n + j] == g[j * n + i];

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 
 // Two kinds of passes:
 // - per-channel reductions (batch statistics, the gradient sums): each channel is cut into S
@@ -20,13 +21,7 @@ namespace spade::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 4096;
-
-int blocks_for(int64_t work) {
-  const int64_t b = (work + kThreads - 1) / kThreads;
-  return static_cast<int>(std::clamp<int64_t>(b, 1, kMaxBlocks));
-}
+constexpr int kThreads = kThreadsPerBlock;
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
@@ -272,7 +267,7 @@ void launch_channel_map(CudaContext& ctx, const BNGeom& g, bool aligned, const O
   if (total <= 0) return;
   const int V = aligned && g.HW % 4 == 0 ? 4 : 1;
   const int64_t units = total / V, hw_units = g.HW / V;
-  const int blocks = blocks_for(units);
+  const int blocks = grid_blocks(units);
   const int64_t stride = int64_t(blocks) * kThreads;
   const int64_t step_i = stride % hw_units, step_c = (stride / hw_units) % g.C;
   if (V == 4)
@@ -292,7 +287,7 @@ void grad_sums(CudaContext& ctx, const BNGeom& g, const float* x, const float* g
   channel_partials_kernel<<<static_cast<unsigned>(g.C * S), kThreads, 0, ctx.stream()>>>(
       g.N, g.C, g.HW, S, GradTerm{x, gy, mean, 0.0}, part.data_as<double2>());
   SPADE_CUDA_CHECK_LAUNCH("BatchNorm gradient sums");
-  grad_finalize_kernel<<<blocks_for(g.C), kThreads, 0, ctx.stream()>>>(g.C, M, S, part.data_as<double2>(), invstd,
+  grad_finalize_kernel<<<grid_blocks(g.C), kThreads, 0, ctx.stream()>>>(g.C, M, S, part.data_as<double2>(), invstd,
                                                                         weight, gweight, gbias, coef);
   SPADE_CUDA_CHECK_LAUNCH("BatchNorm gradient sums (combining)");
 }
@@ -312,7 +307,7 @@ template <class T>
 void launch_coefficients(CudaContext& ctx, int64_t C, const T* mean, const T* var, double eps, float* mean_out,
                          float* invstd) {
   if (C <= 0) return;
-  coefficients_kernel<T><<<blocks_for(C), kThreads, 0, ctx.stream()>>>(C, mean, var, eps, mean_out, invstd);
+  coefficients_kernel<T><<<grid_blocks(C), kThreads, 0, ctx.stream()>>>(C, mean, var, eps, mean_out, invstd);
   SPADE_CUDA_CHECK_LAUNCH("BatchNorm coefficients");
 }
 
@@ -337,7 +332,7 @@ void batchnorm_batch_stats(CudaContext& ctx, const BNGeom& g, const float* x, do
   channel_partials_kernel<<<static_cast<unsigned>(g.C * S), kThreads, 0, ctx.stream()>>>(
       g.N, g.C, g.HW, S, StatsTerm{x, 0.0}, part.data_as<double2>());
   SPADE_CUDA_CHECK_LAUNCH("BatchNorm batch statistics");
-  stats_finalize_kernel<<<blocks_for(g.C), kThreads, 0, ctx.stream()>>>(g.C, g.HW, M, S, x, part.data_as<double2>(),
+  stats_finalize_kernel<<<grid_blocks(g.C), kThreads, 0, ctx.stream()>>>(g.C, g.HW, M, S, x, part.data_as<double2>(),
                                                                          mean, var);
   SPADE_CUDA_CHECK_LAUNCH("BatchNorm batch statistics (combining)");
 }
@@ -356,7 +351,7 @@ void batchnorm_update_running(CudaContext& ctx, int64_t C, const double* mean, c
                               double momentum, float* running_mean, float* running_var) {
   if (C <= 0) return;
   const double unbias = count > 1 ? count / (count - 1) : 1.0;
-  update_running_kernel<<<blocks_for(C), kThreads, 0, ctx.stream()>>>(C, mean, var, 1 - momentum, momentum, unbias,
+  update_running_kernel<<<grid_blocks(C), kThreads, 0, ctx.stream()>>>(C, mean, var, 1 - momentum, momentum, unbias,
                                                                         running_mean, running_var);
   SPADE_CUDA_CHECK_LAUNCH("BatchNorm running statistics update");
 }

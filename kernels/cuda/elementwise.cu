@@ -3,20 +3,13 @@
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 
 namespace spade::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-// Enough resident threads to saturate memory bandwidth on any current GPU; larger inputs are
-// covered by the grid-stride loops.
-constexpr int64_t kMaxBlocks = 4096;
-
-int blocks_for(int64_t work) {
-  const int64_t b = (work + kThreads - 1) / kThreads;
-  return static_cast<int>(b < 1 ? 1 : (b > kMaxBlocks ? kMaxBlocks : b));
-}
+constexpr int kThreads = kThreadsPerBlock;
 
 bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
@@ -52,9 +45,9 @@ template <int Inputs, class F>
 void launch_map(CudaContext& ctx, int64_t n, const float* a, const float* b, float* y, F f, const char* what) {
   if (n <= 0) return;
   if (aligned16(a) && aligned16(b) && aligned16(y)) {
-    map_kernel<Inputs, true><<<blocks_for(n / 4 + 1), kThreads, 0, ctx.stream()>>>(n, a, b, y, f);
+    map_kernel<Inputs, true><<<grid_blocks(n / 4 + 1), kThreads, 0, ctx.stream()>>>(n, a, b, y, f);
   } else {
-    map_kernel<Inputs, false><<<blocks_for(n), kThreads, 0, ctx.stream()>>>(n, a, b, y, f);
+    map_kernel<Inputs, false><<<grid_blocks(n), kThreads, 0, ctx.stream()>>>(n, a, b, y, f);
   }
   SPADE_CUDA_CHECK_LAUNCH(what);
 }
@@ -127,7 +120,7 @@ __global__ void shortcut_backward_kernel(I total, I C, I H, I W, I OC, I OH, I O
 }
 
 // Also leaves room for the grid-stride increment past the last index.
-bool fits_int32(int64_t v) { return v <= INT32_MAX - kMaxBlocks * kThreads; }
+bool fits_int32(int64_t v) { return v <= INT32_MAX - kMaxGridBlocks * kThreads; }
 
 }  // namespace
 
@@ -153,10 +146,10 @@ void shortcut_forward(CudaContext& ctx, const ShortcutGeom& g, const float* x, f
   if (total <= 0) return;
   if (fits_int32(total) && fits_int32(g.N * g.C * g.H * g.W)) {
     using I = int32_t;
-    shortcut_forward_kernel<I><<<blocks_for(total), kThreads, 0, ctx.stream()>>>(
+    shortcut_forward_kernel<I><<<grid_blocks(total), kThreads, 0, ctx.stream()>>>(
         I(total), I(g.C), I(g.H), I(g.W), I(OC), I(OH), I(OW), I(g.pad), I(g.stride), x, y);
   } else {
-    shortcut_forward_kernel<int64_t><<<blocks_for(total), kThreads, 0, ctx.stream()>>>(
+    shortcut_forward_kernel<int64_t><<<grid_blocks(total), kThreads, 0, ctx.stream()>>>(
         total, g.C, g.H, g.W, OC, OH, OW, g.pad, g.stride, x, y);
   }
   SPADE_CUDA_CHECK_LAUNCH("shortcut forward");
@@ -168,10 +161,10 @@ void shortcut_backward(CudaContext& ctx, const ShortcutGeom& g, const float* gy,
   if (total <= 0) return;
   if (fits_int32(total) && fits_int32(g.N * OC * OH * OW)) {
     using I = int32_t;
-    shortcut_backward_kernel<I><<<blocks_for(total), kThreads, 0, ctx.stream()>>>(
+    shortcut_backward_kernel<I><<<grid_blocks(total), kThreads, 0, ctx.stream()>>>(
         I(total), I(g.C), I(g.H), I(g.W), I(OC), I(OH), I(OW), I(g.pad), I(g.stride), gy, gx);
   } else {
-    shortcut_backward_kernel<int64_t><<<blocks_for(total), kThreads, 0, ctx.stream()>>>(
+    shortcut_backward_kernel<int64_t><<<grid_blocks(total), kThreads, 0, ctx.stream()>>>(
         total, g.C, g.H, g.W, OC, OH, OW, g.pad, g.stride, gy, gx);
   }
   SPADE_CUDA_CHECK_LAUNCH("shortcut backward");

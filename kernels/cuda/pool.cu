@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 
 // Every kernel computes one output (forward) or one input element (backward) per thread, with
 // the CPU's loops in the CPU's order: the forward passes are bit-identical to the CPU, and the
@@ -17,17 +18,11 @@ namespace spade::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 4096;
-
-int blocks_for(int64_t work) {
-  const int64_t b = (work + kThreads - 1) / kThreads;
-  return static_cast<int>(std::clamp<int64_t>(b, 1, kMaxBlocks));
-}
+constexpr int kThreads = kThreadsPerBlock;
 
 // 32-bit index arithmetic (much cheaper division) when every index, plus the grid-stride
 // increment past the last one, fits.
-bool fits_int32(int64_t v) { return v <= INT32_MAX - kMaxBlocks * kThreads; }
+bool fits_int32(int64_t v) { return v <= INT32_MAX - kMaxGridBlocks * kThreads; }
 
 template <class I>
 struct Geom {
@@ -208,9 +203,9 @@ void maxpool2d_forward(CudaContext& ctx, const PoolGeom& g, const float* x, floa
   const int64_t total = out_size(g);
   if (total <= 0) return;
   if (small(g))
-    maxpool_forward_kernel<<<blocks_for(total), kThreads, 0, ctx.stream()>>>(geom_as<int32_t>(g), x, y);
+    maxpool_forward_kernel<<<grid_blocks(total), kThreads, 0, ctx.stream()>>>(geom_as<int32_t>(g), x, y);
   else
-    maxpool_forward_kernel<<<blocks_for(total), kThreads, 0, ctx.stream()>>>(geom_as<int64_t>(g), x, y);
+    maxpool_forward_kernel<<<grid_blocks(total), kThreads, 0, ctx.stream()>>>(geom_as<int64_t>(g), x, y);
   SPADE_CUDA_CHECK_LAUNCH("max pooling forward");
 }
 
@@ -225,14 +220,14 @@ void maxpool2d_backward(CudaContext& ctx, const PoolGeom& g, const float* x, con
   int32_t* a = arg.data_as<int32_t>();
   if (small(g)) {
     const Geom<int32_t> gi = geom_as<int32_t>(g);
-    if (outs > 0) maxpool_argmax_kernel<<<blocks_for(outs), kThreads, 0, ctx.stream()>>>(gi, x, a);
+    if (outs > 0) maxpool_argmax_kernel<<<grid_blocks(outs), kThreads, 0, ctx.stream()>>>(gi, x, a);
     SPADE_CUDA_CHECK_LAUNCH("max pooling backward (window maxima)");
-    maxpool_backward_kernel<<<blocks_for(ins), kThreads, 0, ctx.stream()>>>(gi, a, gy, gx);
+    maxpool_backward_kernel<<<grid_blocks(ins), kThreads, 0, ctx.stream()>>>(gi, a, gy, gx);
   } else {
     const Geom<int64_t> gl = geom_as<int64_t>(g);
-    if (outs > 0) maxpool_argmax_kernel<<<blocks_for(outs), kThreads, 0, ctx.stream()>>>(gl, x, a);
+    if (outs > 0) maxpool_argmax_kernel<<<grid_blocks(outs), kThreads, 0, ctx.stream()>>>(gl, x, a);
     SPADE_CUDA_CHECK_LAUNCH("max pooling backward (window maxima)");
-    maxpool_backward_kernel<<<blocks_for(ins), kThreads, 0, ctx.stream()>>>(gl, a, gy, gx);
+    maxpool_backward_kernel<<<grid_blocks(ins), kThreads, 0, ctx.stream()>>>(gl, a, gy, gx);
   }
   SPADE_CUDA_CHECK_LAUNCH("max pooling backward");
 }
@@ -241,9 +236,9 @@ void avgpool2d_forward(CudaContext& ctx, const PoolGeom& g, const float* x, floa
   const int64_t total = out_size(g);
   if (total <= 0) return;
   if (small(g))
-    avgpool_forward_kernel<<<blocks_for(total), kThreads, 0, ctx.stream()>>>(geom_as<int32_t>(g), x, y);
+    avgpool_forward_kernel<<<grid_blocks(total), kThreads, 0, ctx.stream()>>>(geom_as<int32_t>(g), x, y);
   else
-    avgpool_forward_kernel<<<blocks_for(total), kThreads, 0, ctx.stream()>>>(geom_as<int64_t>(g), x, y);
+    avgpool_forward_kernel<<<grid_blocks(total), kThreads, 0, ctx.stream()>>>(geom_as<int64_t>(g), x, y);
   SPADE_CUDA_CHECK_LAUNCH("average pooling forward");
 }
 
@@ -251,16 +246,16 @@ void avgpool2d_backward(CudaContext& ctx, const PoolGeom& g, const float* gy, fl
   const int64_t total = in_size(g);
   if (total <= 0) return;
   if (small(g))
-    avgpool_backward_kernel<<<blocks_for(total), kThreads, 0, ctx.stream()>>>(geom_as<int32_t>(g), gy, gx);
+    avgpool_backward_kernel<<<grid_blocks(total), kThreads, 0, ctx.stream()>>>(geom_as<int32_t>(g), gy, gx);
   else
-    avgpool_backward_kernel<<<blocks_for(total), kThreads, 0, ctx.stream()>>>(geom_as<int64_t>(g), gy, gx);
+    avgpool_backward_kernel<<<grid_blocks(total), kThreads, 0, ctx.stream()>>>(geom_as<int64_t>(g), gy, gx);
   SPADE_CUDA_CHECK_LAUNCH("average pooling backward");
 }
 
 void global_avgpool_forward(CudaContext& ctx, int64_t planes, int64_t hw, const float* x, float* y) {
   if (planes <= 0) return;
   const int64_t warps_per_block = kThreads / 32;
-  const int blocks = static_cast<int>(std::clamp<int64_t>((planes + warps_per_block - 1) / warps_per_block, 1, kMaxBlocks));
+  const int blocks = static_cast<int>(std::clamp<int64_t>((planes + warps_per_block - 1) / warps_per_block, 1, kMaxGridBlocks));
   global_avgpool_forward_kernel<<<blocks, kThreads, 0, ctx.stream()>>>(planes, hw, x, y);
   SPADE_CUDA_CHECK_LAUNCH("global average pooling forward");
 }
@@ -269,10 +264,10 @@ void global_avgpool_backward(CudaContext& ctx, int64_t planes, int64_t hw, const
   const int64_t total = planes * hw;
   if (total <= 0) return;
   if (fits_int32(total))
-    global_avgpool_backward_kernel<int32_t><<<blocks_for(total), kThreads, 0, ctx.stream()>>>(
+    global_avgpool_backward_kernel<int32_t><<<grid_blocks(total), kThreads, 0, ctx.stream()>>>(
         static_cast<int32_t>(planes), static_cast<int32_t>(hw), gy, gx);
   else
-    global_avgpool_backward_kernel<int64_t><<<blocks_for(total), kThreads, 0, ctx.stream()>>>(planes, hw, gy, gx);
+    global_avgpool_backward_kernel<int64_t><<<grid_blocks(total), kThreads, 0, ctx.stream()>>>(planes, hw, gy, gx);
   SPADE_CUDA_CHECK_LAUNCH("global average pooling backward");
 }
 

@@ -40,7 +40,8 @@ inline std::vector<float> from_gpu(const DeviceBuffer& b, size_t n) {
 inline DeviceBuffer poisoned_gpu(size_t n) { return to_gpu(std::vector<float>(n, NAN)); }
 
 // ||a - b|| / ||b|| in double (the normalised error the GPU tests bound); NaN anywhere gives inf.
-inline double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
+template <class T>
+double relative_l2(const std::vector<T>& a, const std::vector<T>& b) {
   if (a.size() != b.size()) return INFINITY;
   double num = 0, den = 0;
   for (size_t i = 0; i < a.size(); ++i) {
