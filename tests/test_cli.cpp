@@ -221,7 +221,7 @@ TEST_CASE("pretrained CIFAR ResNet-20 reaches the PyTorch reference accuracy", "
   CHECK(std::fabs(acc - 81.03) <= 0.3);
 }
 
-TEST_CASE("--device cuda without a usable GPU is a clear error, and cpu always works", "[cli]") {
+TEST_CASE("asking for the GPU without a usable one is a clear error, and the CPU always works", "[cli]") {
   const std::string dir = test::temp_dir();
   const std::string model = dir + "/m.json", img = test::data_path("image/src.png");
   REQUIRE(spade_cli("convert --model cifar_resnet20 --random-init 3 --out " + model).status == 0);
