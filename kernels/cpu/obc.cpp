@@ -22,7 +22,7 @@
 //  1. prepare_hessian: dead columns, Cholesky of H with damping retries, H^-1 (shared by all rows).
 //  2. RowGreedy::run, rows in parallel: the full greedy removal of one row, recording only the
 //     order and the loss of each step (a full weight trace per row would not fit in memory).
-//  3. allocate_steps: the global choice of the cheapest steps over the layer -> r_i per row.
+//  3. obc_allocate_steps: the global choice of the cheapest steps over the layer -> r_i per row.
 //  4. reconstruct_row: the row's weights after its first r_i steps, recomputed from scratch as the
 //     least-squares optimum with those blocks zeroed (which is exactly what the greedy trace holds
 //     after r_i steps, up to rounding).
@@ -487,25 +487,6 @@ class RowGreedy {
   LowerRankUpdate update_;
 };
 
-// ---- 3. global allocation ----------------------------------------------------------------------
-
-// r_i: how many of row i's steps are among the `count` cheapest steps of the layer. Ties are
-// broken by row, then step, which is the index order of `loss` (rows x nblocks).
-std::vector<int64_t> allocate_steps(const std::vector<double>& loss, int64_t rows, int64_t nb, int64_t count) {
-  std::vector<int64_t> r(rows, 0);
-  const int64_t total = rows * nb;
-  if (count >= total) {
-    std::fill(r.begin(), r.end(), nb);
-    return r;
-  }
-  std::vector<int64_t> idx(total);
-  for (int64_t i = 0; i < total; ++i) idx[i] = i;
-  auto less = [&](int64_t x, int64_t y) { return loss[x] < loss[y] || (loss[x] == loss[y] && x < y); };
-  std::nth_element(idx.begin(), idx.begin() + count, idx.end(), less);
-  for (int64_t i = 0; i < count; ++i) ++r[idx[i] / nb];
-  return r;
-}
-
 // ---- 4. reconstruction ---------------------------------------------------------------------
 
 // Solves A x = b for symmetric positive definite A (LDLT when rounding defeats Cholesky).
@@ -593,7 +574,7 @@ ObcStats obc_prune(float* W, int64_t rows, int64_t cols, const double* Hp, const
     for (double& l : loss)
       if (std::isnan(l)) l = kInf;  // keeps the allocation's ordering a strict weak order
 
-    const std::vector<int64_t> r = allocate_steps(loss, rows, nb, count);
+    const std::vector<int64_t> r = obc_allocate_steps(loss, rows, nb, count);
     for (int64_t i = 0; i < rows; ++i) {
       st.removed_blocks += r[i];
       double row_loss = 0;
@@ -607,6 +588,21 @@ ObcStats obc_prune(float* W, int64_t rows, int64_t cols, const double* Hp, const
   for (int64_t i = 0; i < rows * n; ++i) W[i] = static_cast<float>(Wd[i]);
   if (opt.progress) opt.progress(rows);
   return st;
+}
+
+std::vector<int64_t> obc_allocate_steps(const std::vector<double>& loss, int64_t rows, int64_t nb, int64_t count) {
+  std::vector<int64_t> r(rows, 0);
+  const int64_t total = rows * nb;
+  if (count >= total) {
+    std::fill(r.begin(), r.end(), nb);
+    return r;
+  }
+  std::vector<int64_t> idx(total);
+  for (int64_t i = 0; i < total; ++i) idx[i] = i;
+  auto less = [&](int64_t x, int64_t y) { return loss[x] < loss[y] || (loss[x] == loss[y] && x < y); };
+  std::nth_element(idx.begin(), idx.begin() + count, idx.end(), less);
+  for (int64_t i = 0; i < count; ++i) ++r[idx[i] / nb];
+  return r;
 }
 
 }  // namespace spade::kernels

@@ -49,4 +49,9 @@ struct ObcStats {
 // recomputed from its removal order by one symmetric solve of size min(|removed|, |kept|).
 ObcStats obc_prune(float* W, int64_t rows, int64_t cols, const double* H, const ObcOptions& opt);
 
+// The global loss allocation (shared with the GPU solver): r_i, how many of row i's steps are among
+// the `count` cheapest steps of the layer, `loss` holding rows x nblocks step losses. Ties are
+// broken by row, then step, which is the index order of `loss`.
+std::vector<int64_t> obc_allocate_steps(const std::vector<double>& loss, int64_t rows, int64_t nblocks, int64_t count);
+
 }  // namespace spade::kernels

@@ -592,23 +592,6 @@ void run_batch(CudaContext& ctx, const Batch& b, int64_t problems, int64_t steps
   }
 }
 
-// ---- 3. global allocation (the CPU's allocate_steps) ---------------------------------------------
-
-std::vector<int64_t> allocate_steps(const std::vector<double>& loss, int64_t rows, int64_t nb, int64_t count) {
-  std::vector<int64_t> r(rows, 0);
-  const int64_t total = rows * nb;
-  if (count >= total) {
-    std::fill(r.begin(), r.end(), nb);
-    return r;
-  }
-  std::vector<int64_t> idx(total);
-  for (int64_t i = 0; i < total; ++i) idx[i] = i;
-  auto less = [&](int64_t x, int64_t y) { return loss[x] < loss[y] || (loss[x] == loss[y] && x < y); };
-  std::nth_element(idx.begin(), idx.begin() + count, idx.end(), less);
-  for (int64_t i = 0; i < count; ++i) ++r[idx[i] / nb];
-  return r;
-}
-
 DeviceBuffer upload(CudaContext& ctx, const void* host, size_t bytes, const char* what) {
   DeviceBuffer d = ctx.allocate(bytes);
   SPADE_CUDA_CHECK(cudaMemcpyAsync(d.data(), host, bytes, cudaMemcpyHostToDevice, ctx.stream()), what);
@@ -689,7 +672,7 @@ ObcStats obc_prune(CudaContext& ctx, float* W, int64_t rows, int64_t cols, const
     ctx.synchronize();
     for (double& l : loss)
       if (std::isnan(l)) l = kInf;  // keeps the allocation's ordering a strict weak order
-    const std::vector<int64_t> r = allocate_steps(loss, rows, nb, count);
+    const std::vector<int64_t> r = kernels::obc_allocate_steps(loss, rows, nb, count);
     std::vector<int64_t> replay, cleared;
     for (int64_t i = 0; i < rows; ++i) {
       st.removed_blocks += r[i];
