@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cpu/obc_block.h"
 #include "kernels/cpu/parallel.h"
 
 // How it is organised (see obc.h for what it computes):
@@ -254,60 +255,11 @@ bool prepare_hessian(const double* Hp, int64_t n, Hessian& out, ObcStats& st, bo
   return false;
 }
 
-// ---- small dense helpers for the block x block systems ----------------------------------------
+// ---- small dense helpers for the block x block systems: kernels/cpu/obc_block.h ----------------
 
-// The block size is a template argument kB where it is known at compile time (the common 3x3
-// kernel's 9), so that these small loops unroll; kB = 0 takes it from the argument b instead.
-
-// Cholesky of the B x B matrix whose lower triangle is in A (column-major, leading dimension lda)
-// into L (column-major B x B, lower). False when A is not numerically positive definite.
-template <int kB>
-bool small_cholesky(const double* A, int64_t lda, int64_t b, double* L) {
-  const int64_t B = kB > 0 ? kB : b;
-  for (int64_t j = 0; j < B; ++j) {
-    double d = A[j + j * lda];
-    for (int64_t k = 0; k < j; ++k) d -= L[j + k * B] * L[j + k * B];
-    if (!(d > 0.0)) return false;
-    const double ljj = std::sqrt(d);
-    L[j + j * B] = ljj;
-    for (int64_t i = j + 1; i < B; ++i) {
-      double s = A[i + j * lda];
-      for (int64_t k = 0; k < j; ++k) s -= L[i + k * B] * L[j + k * B];
-      L[i + j * B] = s / ljj;
-    }
-  }
-  return true;
-}
-
-// z = L^-1 w (forward substitution), in place.
-template <int kB>
-void forward_solve(const double* L, int64_t b, double* z) {
-  const int64_t B = kB > 0 ? kB : b;
-  for (int64_t j = 0; j < B; ++j) {
-    double s = z[j];
-    for (int64_t k = 0; k < j; ++k) s -= L[j + k * B] * z[k];
-    z[j] = s / L[j + j * B];
-  }
-}
-
-// w^T D^-1 w for one B x B diagonal block D (lower triangle used); +inf when D is not positive
-// definite so that such a block is only removed when nothing else is left.
-template <int kB>
-double block_loss(const double* D, const double* w, int64_t b, double* scratch) {
-  const int64_t B = kB > 0 ? kB : b;
-  if (B == 1) {
-    const double l = w[0] * w[0] / D[0];
-    return D[0] > 0.0 && std::isfinite(l) ? l : kInf;
-  }
-  double* L = scratch;
-  double* z = scratch + B * B;
-  if (!small_cholesky<kB>(D, B, B, L)) return kInf;
-  std::copy(w, w + B, z);
-  forward_solve<kB>(L, B, z);
-  double loss = 0;
-  for (int64_t j = 0; j < B; ++j) loss += z[j] * z[j];
-  return std::isfinite(loss) ? loss : kInf;
-}
+using obc_block::block_loss;
+using obc_block::forward_solve;
+using obc_block::small_cholesky;
 
 // ---- 2. the greedy removal of one row --------------------------------------------------------
 

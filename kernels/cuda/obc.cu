@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "kernels/cpu/obc_block.h"
 #include "kernels/cuda/cuda_check.h"
 
 // How it is organised (kernels/cpu/obc.cpp has the same four parts, and obc.h the method):
@@ -180,57 +181,11 @@ bool prepare_hessian(CudaContext& ctx, const double* H, int64_t n, bool need_inv
   return false;
 }
 
-// ---- small dense helpers for the block x block systems (as on the CPU) --------------------------
+// ---- small dense helpers for the block x block systems: kernels/cpu/obc_block.h, as on the CPU -
 
-// kB is the block size where it is a compile-time constant (1, or 9 for 3x3 kernels) so that
-// these loops unroll; kB = 0 takes it from b.
-
-template <int kB>
-__device__ bool small_cholesky(const double* A, int64_t lda, int64_t b, double* L) {
-  const int64_t B = kB > 0 ? kB : b;
-  for (int64_t j = 0; j < B; ++j) {
-    double d = A[j + j * lda];
-    for (int64_t k = 0; k < j; ++k) d -= L[j + k * B] * L[j + k * B];
-    if (!(d > 0.0)) return false;
-    const double ljj = sqrt(d);
-    L[j + j * B] = ljj;
-    for (int64_t i = j + 1; i < B; ++i) {
-      double s = A[i + j * lda];
-      for (int64_t k = 0; k < j; ++k) s -= L[i + k * B] * L[j + k * B];
-      L[i + j * B] = s / ljj;
-    }
-  }
-  return true;
-}
-
-template <int kB>
-__device__ void forward_solve(const double* L, int64_t b, double* z) {
-  const int64_t B = kB > 0 ? kB : b;
-  for (int64_t j = 0; j < B; ++j) {
-    double s = z[j];
-    for (int64_t k = 0; k < j; ++k) s -= L[j + k * B] * z[k];
-    z[j] = s / L[j + j * B];
-  }
-}
-
-// w^T D^-1 w; +inf when D is not positive definite (such a block goes only when nothing else is
-// left). scratch: B * B + B doubles.
-template <int kB>
-__device__ double block_loss(const double* D, const double* w, int64_t b, double* scratch) {
-  const int64_t B = kB > 0 ? kB : b;
-  if (B == 1) {
-    const double l = w[0] * w[0] / D[0];
-    return D[0] > 0.0 && isfinite(l) ? l : kInf;
-  }
-  double* L = scratch;
-  double* z = scratch + B * B;
-  if (!small_cholesky<kB>(D, B, B, L)) return kInf;
-  for (int64_t j = 0; j < B; ++j) z[j] = w[j];
-  forward_solve<kB>(L, B, z);
-  double loss = 0;
-  for (int64_t j = 0; j < B; ++j) loss += z[j] * z[j];
-  return isfinite(loss) ? loss : kInf;
-}
+using kernels::obc_block::block_loss;
+using kernels::obc_block::forward_solve;
+using kernels::obc_block::small_cholesky;
 
 // Hinv_bb lost positive definiteness to rounding: factor it with a growing diagonal jitter,
 // finally as its diagonal (the CPU's rule). A: B * B doubles of scratch.
