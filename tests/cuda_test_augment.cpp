@@ -15,6 +15,7 @@
 
 #include "formats/image.h"
 #include "interpret/spade/augment.h"
+#include "interpret/spade/augment_cuda.h"
 #include "kernels/cuda/augment.h"
 #include "kernels/cuda/cuda_check.h"
 
@@ -45,20 +46,6 @@ Image random_image(int w, int h, uint64_t seed) {
       }
     }
   return im;
-}
-
-cuda::AugmentSample to_sample(const interp::AugmentParams& p) {
-  cuda::AugmentSample s;
-  s.top = p.top;
-  s.left = p.left;
-  s.height = p.height;
-  s.width = p.width;
-  s.flip = p.flip;
-  s.brightness = p.brightness;
-  s.hue = p.hue;
-  s.hue_first = p.hue_first;
-  s.apply_hue = p.apply_hue;
-  return s;
 }
 
 // The CPU result of one parameter set: apply_augment, then ToTensor and Normalize in
@@ -108,7 +95,7 @@ std::string bit_differences(const std::vector<float>& gpu, const float* cpu, siz
 std::string check_against_cpu(const Image& src, const std::vector<interp::AugmentParams>& params, int size,
                               const Floats& mean, const Floats& std) {
   std::vector<cuda::AugmentSample> samples;
-  for (const auto& p : params) samples.push_back(to_sample(p));
+  for (const auto& p : params) samples.push_back(interp::augment_sample(p));
   const std::vector<float> gpu = gpu_batch(src, samples, size, mean, std);
   const size_t per_sample = 3 * size_t(size) * size_t(size);
   std::vector<float> cpu(params.size() * per_sample);
@@ -121,7 +108,7 @@ std::string check_drawn(const Image& src, const interp::AugmentConfig& c, uint64
                         int64_t count) {
   std::vector<cuda::AugmentSample> samples;
   for (int64_t i = 0; i < count; ++i)
-    samples.push_back(to_sample(interp::draw_augment(c, src.width, src.height, seed, first + i)));
+    samples.push_back(interp::augment_sample(interp::draw_augment(c, src.width, src.height, seed, first + i)));
   const std::vector<float> gpu = gpu_batch(src, samples, c.size, c.mean, c.std);
   const Tensor cpu = interp::augment_batch(src, c, seed, first, count);
   return bit_differences(gpu, cpu.data(), size_t(cpu.numel()), c.size);
@@ -235,7 +222,7 @@ TEST_CASE("GPU: augment_batch makes 1024 224x224 crops of a 500x375 image in a f
   interp::AugmentConfig c;
   const Image src = random_image(500, 375, 8);
   std::vector<cuda::AugmentSample> samples;
-  for (int64_t i = 0; i < 1024; ++i) samples.push_back(to_sample(interp::draw_augment(c, 500, 375, 3, i)));
+  for (int64_t i = 0; i < 1024; ++i) samples.push_back(interp::augment_sample(interp::draw_augment(c, 500, 375, 3, i)));
   CudaContext& ctx = cuda_context();
   const DeviceBuffer image = upload(src);
   const size_t n = samples.size() * 3 * 224 * 224;

@@ -6,7 +6,7 @@
 #include "engine/error.h"
 #include "interpret/spade/augment.h"
 #ifdef SPADE_WITH_CUDA
-#include "kernels/cuda/augment.h"
+#include "interpret/spade/augment_cuda.h"
 #include "kernels/cuda/cuda_check.h"
 #endif
 
@@ -43,22 +43,26 @@ const uint8_t* upload_source(CudaContext& ctx, const Image& src) {
 
 }  // namespace
 
+cuda::AugmentSample augment_sample(const AugmentParams& p) {
+  cuda::AugmentSample s;
+  s.top = p.top;
+  s.left = p.left;
+  s.height = p.height;
+  s.width = p.width;
+  s.flip = p.flip;
+  s.brightness = p.brightness;
+  s.hue = p.hue;
+  s.hue_first = p.hue_first;
+  s.apply_hue = p.apply_hue;
+  return s;
+}
+
 Tensor augment_batch_cuda(const Image& src, const AugmentConfig& c, uint64_t seed, int64_t first, int64_t count) {
   if (src.width <= 0 || src.height <= 0) throw Error("cannot augment an empty image");
   CudaContext& ctx = cuda_context();
   std::vector<cuda::AugmentSample> samples(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) {
-    const AugmentParams p = draw_augment(c, src.width, src.height, seed, first + i);
-    cuda::AugmentSample& s = samples[static_cast<size_t>(i)];
-    s.top = p.top;
-    s.left = p.left;
-    s.height = p.height;
-    s.width = p.width;
-    s.flip = p.flip;
-    s.brightness = p.brightness;
-    s.hue = p.hue;
-    s.hue_first = p.hue_first;
-    s.apply_hue = p.apply_hue;
+    samples[static_cast<size_t>(i)] = augment_sample(draw_augment(c, src.width, src.height, seed, first + i));
   }
   Tensor out = Tensor::empty({count, 3, c.size, c.size}, Device::CUDA);
   cuda::augment_batch(ctx, upload_source(ctx, src), src.width, src.height, samples.data(), count, c.size,
