@@ -273,4 +273,22 @@ LabeledImage ImageFolder::get(size_t i) const {
   return out;
 }
 
+std::vector<int64_t> model_class_indices(const ImageFolder& data, const std::vector<std::string>& labels) {
+  std::map<std::string, int64_t> by_name;
+  for (size_t i = 0; i < labels.size(); ++i) by_name[labels[i]] = static_cast<int64_t>(i);
+  std::vector<int64_t> map;
+  bool all_named = true;
+  for (const std::string& c : data.classes()) {
+    auto it = by_name.find(c);
+    if (it == by_name.end()) all_named = false;
+    map.push_back(it == by_name.end() ? -1 : it->second);
+  }
+  if (all_named) return map;
+  if (data.classes().size() > labels.size())
+    throw Error(data.path() + ": " + std::to_string(data.classes().size()) + " class folders but the model has " +
+                std::to_string(labels.size()) + " classes");
+  for (size_t i = 0; i < map.size(); ++i) map[i] = static_cast<int64_t>(i);
+  return map;
+}
+
 }  // namespace spade

@@ -50,4 +50,9 @@ class ImageFolder {
   std::vector<Entry> entries_;
 };
 
+// Dataset class index -> model class index: by label name when every folder name is one of the
+// model's `labels`, else by position (folder order = class order, as torchvision's ImageFolder).
+// Throws when there are more folders than labels.
+std::vector<int64_t> model_class_indices(const ImageFolder& data, const std::vector<std::string>& labels);
+
 }  // namespace spade
