@@ -1,7 +1,6 @@
 // spade eval accuracy: top-1 over an ImageFolder directory or tar (and the dispatch of `spade eval`).
 #include <cstdio>
 #include <iostream>
-#include <map>
 
 #include "apps/cli.h"
 #include "apps/commands.h"
@@ -12,26 +11,6 @@
 namespace spade::cli {
 
 namespace {
-
-// Dataset class index -> model class index: by label name when every folder name is one of the
-// model's labels, else by position (folder order = class order, as torchvision's ImageFolder).
-std::vector<int64_t> class_map(const ImageFolder& data, const Model& m, int64_t classes) {
-  std::map<std::string, int64_t> by_name;
-  for (size_t i = 0; i < m.labels.size(); ++i) by_name[m.labels[i]] = static_cast<int64_t>(i);
-  std::vector<int64_t> map;
-  bool all_named = true;
-  for (const std::string& c : data.classes()) {
-    auto it = by_name.find(c);
-    if (it == by_name.end()) all_named = false;
-    map.push_back(it == by_name.end() ? -1 : it->second);
-  }
-  if (all_named) return map;
-  if (static_cast<int64_t>(data.classes().size()) > classes)
-    throw Error(data.path() + ": " + std::to_string(data.classes().size()) + " class folders but the model has " +
-                std::to_string(classes) + " classes");
-  for (size_t i = 0; i < map.size(); ++i) map[i] = static_cast<int64_t>(i);
-  return map;
-}
 
 int eval_accuracy(int argc, char** argv, int first) {
   std::vector<Option> opts = model_options();
@@ -54,7 +33,7 @@ int eval_accuracy(int argc, char** argv, int first) {
   if (a.get_int("limit") > 0) n = std::min(n, a.get_int("limit"));
   const int64_t batch = std::max<int64_t>(1, a.get_int("batch"));
   const int64_t classes = m.graph.node(m.graph.output()).attrs.out_channels;
-  std::vector<int64_t> map = class_map(data, m, classes);
+  std::vector<int64_t> map = model_class_indices(data, m.labels);
 
   Progress bar("accuracy", n);
   int64_t correct = 0;
@@ -93,14 +72,18 @@ int cmd_eval(int argc, char** argv, int first) {
   std::string what = first < argc ? argv[first] : "";
   if (what == "accuracy") return eval_accuracy(argc, argv, first + 1);
   if (what == "saliency") return cmd_eval_saliency(argc, argv, first + 1);
+  if (what == "trojan") return cmd_eval_trojan(argc, argv, first + 1);
+  if (what == "insertion") return cmd_eval_insertion(argc, argv, first + 1);
   if (what.empty() || what == "--help" || what == "-h") {
     std::cout << "usage: spade eval <what> [options]\n\n"
                  "  accuracy   top-1 accuracy over an ImageFolder directory or tar\n"
-                 "  saliency   insertion/deletion AUC, Trojan AUC and pointing game of saliency maps\n\n"
+                 "  saliency   insertion/deletion AUC, Trojan AUC and pointing game of saliency maps\n"
+                 "  trojan     Trojan AUC and pointing game of Dense, FastSPADE and SPADE maps (the paper's Table 1)\n"
+                 "  insertion  insertion/deletion of Dense and FastSPADE maps on clean images (the paper's Table 2)\n\n"
                  "Run `spade eval <what> --help` for the options.\n";
     return what.empty() ? 2 : 0;
   }
-  throw Error("unknown evaluation \"" + what + "\" (available: accuracy, saliency)");
+  throw Error("unknown evaluation \"" + what + "\" (available: accuracy, saliency, trojan, insertion)");
 }
 
 }  // namespace spade::cli

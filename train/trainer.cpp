@@ -1,0 +1,224 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+#include "engine/executor.h"
+#include "formats/safetensors.h"
+#include "interpret/sample_rng.h"
+#include "kernels/cpu/loss.h"
+#include "kernels/cpu/parallel.h"
+
+namespace spade::train {
+
+using interp::SampleRng;
+
+void augment_crop_flip(const uint8_t* rgb, int64_t height, int64_t width, int64_t padding, bool flip, uint64_t seed,
+                       int64_t index, const Preprocess& norm, float* out) {
+  SampleRng rng(seed, index);
+  // torchvision RandomCrop(size, padding): offsets uniform in [0, 2 * padding] of the padded image.
+  const int64_t dy = padding > 0 ? rng.randint_inclusive(static_cast<int>(2 * padding)) - padding : 0;
+  const int64_t dx = padding > 0 ? rng.randint_inclusive(static_cast<int>(2 * padding)) - padding : 0;
+  const bool mirror = flip && rng.next_unit() < 0.5;
+  for (int64_t c = 0; c < 3; ++c) {
+    const float mean = norm.mean[c], inv_std = 1.f / norm.std[c];
+    const float zero = (0.f - mean) * inv_std;  // a padded (black) pixel
+    float* plane = out + c * height * width;
+    for (int64_t y = 0; y < height; ++y) {
+      const int64_t sy = y + dy;
+      for (int64_t x = 0; x < width; ++x) {
+        const int64_t sx = (mirror ? width - 1 - x : x) + dx;
+        float v = zero;
+        if (sy >= 0 && sy < height && sx >= 0 && sx < width)
+          v = (static_cast<float>(rgb[(sy * width + sx) * 3 + c]) / 255.f - mean) * inv_std;
+        plane[y * width + x] = v;
+      }
+    }
+  }
+}
+
+Tensor batch_tensor(const PixelDataset& d, int64_t begin, int64_t end, const Preprocess& norm) {
+  Tensor x({end - begin, 3, d.height, d.width});
+  for (int64_t i = begin; i < end; ++i)
+    augment_crop_flip(d.image_data(i), d.height, d.width, 0, false, 0, 0, norm,
+                      x.data() + (i - begin) * 3 * d.height * d.width);
+  return x;
+}
+
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  SampleRng rng(seed ^ 0x5348554646ULL, epoch);  // a stream of its own, apart from the augmentations
+  for (int64_t i = n - 1; i > 0; --i) std::swap(order[i], order[rng.next_u64() % uint64_t(i + 1)]);
+  return order;
+}
+
+namespace {
+
+const char* kMomentumPrefix = "sgd.momentum.";
+
+int64_t steps_per_epoch(int64_t n, int64_t batch) { return (n + batch - 1) / batch; }
+
+}  // namespace
+
+std::string training_settings(const TrainConfig& cfg, int64_t images) {
+  const nlohmann::json j = {{"epochs", cfg.epochs},
+                            {"batch", cfg.batch},
+                            {"lr", cfg.lr.base},
+                            {"schedule", cfg.lr.kind == Schedule::Cosine ? "cosine" : "step"},
+                            {"warmup_steps", cfg.lr.warmup_steps},
+                            {"momentum", cfg.momentum},
+                            {"weight_decay", cfg.weight_decay},
+                            {"crop_padding", cfg.crop_padding},
+                            {"flip", cfg.flip},
+                            {"images", images},
+                            {"data", cfg.data_tag}};
+  return j.dump();
+}
+
+void save_checkpoint(const std::string& path, const Model& m, const TrainState& s, const TrainConfig& cfg,
+                     int64_t images) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const auto& [k, t] : m.graph.parameters()) tensors.emplace_back(k, *t);
+  for (const auto& [k, t] : s.momentum) tensors.emplace_back(kMomentumPrefix + k, t);
+  save_safetensors(path, tensors,
+                   {{"format", "spade-checkpoint"},
+                    {"arch", m.arch},
+                    {"epochs_done", std::to_string(s.epochs_done)},
+                    {"settings", training_settings(cfg, images)},
+                    {"seed", std::to_string(cfg.seed)}});
+}
+
+TrainState load_checkpoint(const std::string& path, Model& m, const TrainConfig& cfg, int64_t images) {
+  SafetensorsFile file(path);
+  const auto& meta = file.metadata();
+  auto get = [&](const std::string& k) {
+    auto it = meta.find(k);
+    if (it == meta.end()) throw Error(path + ": not a spade training checkpoint (no \"" + k + "\" in its metadata)");
+    return it->second;
+  };
+  if (get("format") != "spade-checkpoint") throw Error(path + ": not a spade training checkpoint");
+  if (get("arch") != m.arch)
+    throw Error(path + ": checkpoint of architecture \"" + get("arch") + "\", not \"" + m.arch + "\"");
+  if (get("seed") != std::to_string(cfg.seed))
+    throw Error(path + ": checkpoint was trained with --seed " + get("seed") + ", not " + std::to_string(cfg.seed));
+  if (get("settings") != training_settings(cfg, images))
+    throw Error(path + ": checkpoint was made with other settings " + get("settings") + "; this run has " +
+                training_settings(cfg, images));
+  TrainState s;
+  try {
+    s.epochs_done = std::stoll(get("epochs_done"));
+  } catch (const std::exception&) {
+    throw Error(path + ": bad epochs_done in the checkpoint metadata");
+  }
+  std::map<std::string, Tensor> weights;
+  for (auto& [k, t] : load_safetensors(path)) {
+    if (k.rfind(kMomentumPrefix, 0) == 0)
+      s.momentum[k.substr(std::string(kMomentumPrefix).size())] = t;
+    else
+      weights[k] = t;
+  }
+  m.graph.load_state_dict(weights, path);
+  for (const auto& [k, t] : s.momentum) {
+    const Tensor* p = m.graph.find_param(k);
+    if (!p || p->shape() != t.shape()) throw Error(path + ": momentum buffer " + k + " matches no parameter");
+  }
+  return s;
+}
+
+void train_model(Model& m, const PixelDataset& data, const TrainConfig& cfg, TrainState& state,
+                 const BatchCallback& on_batch, const EpochCallback& on_epoch) {
+  const int64_t n = data.size();
+  if (n == 0) throw Error(data.source + ": no training images");
+  if (data.height != m.graph.input_chw[1] || data.width != m.graph.input_chw[2])
+    throw Error(data.source + ": images are " + std::to_string(data.width) + "x" + std::to_string(data.height) +
+                ", the model takes " + std::to_string(m.graph.input_chw[2]) + "x" +
+                std::to_string(m.graph.input_chw[1]));
+  const int64_t classes = m.graph.node(m.graph.output()).attrs.out_channels;
+  for (int64_t label : data.labels)
+    if (label < 0 || label >= classes) throw Error(data.source + ": a label is outside the model's classes");
+  const int64_t batch = std::max<int64_t>(1, cfg.batch);
+  const int64_t per_epoch = steps_per_epoch(n, batch);
+  LrSchedule lr = cfg.lr;
+  lr.total_steps = per_epoch * cfg.epochs;
+  Sgd sgd(cfg.momentum, cfg.weight_decay);
+  sgd.load_state(state.momentum);
+  const int64_t plane = 3 * data.height * data.width;
+
+  const int64_t last = cfg.stop_after > 0 ? std::min(cfg.epochs, state.epochs_done + cfg.stop_after) : cfg.epochs;
+  for (int64_t epoch = state.epochs_done; epoch < last; ++epoch) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<int64_t> order = epoch_order(n, cfg.seed, epoch);
+    double loss_sum = 0.0;
+    int64_t correct = 0, seen = 0;
+    double rate = 0.0;
+    for (int64_t s = 0; s < per_epoch; ++s) {
+      const int64_t b0 = s * batch, b1 = std::min(n, b0 + batch), nb = b1 - b0;
+      Tensor x({nb, 3, data.height, data.width});
+      std::vector<int64_t> targets(nb);
+#pragma omp parallel for num_threads(kernels::num_threads())
+      for (int64_t i = 0; i < nb; ++i)
+        augment_crop_flip(data.image_data(order[b0 + i]), data.height, data.width, cfg.crop_padding, cfg.flip,
+                          cfg.seed, epoch * n + b0 + i, m.preprocess, x.data() + i * plane);
+      for (int64_t i = 0; i < nb; ++i) targets[i] = data.labels[order[b0 + i]];
+
+      const int64_t step = epoch * per_epoch + s;
+      ForwardOptions fo;
+      fo.seed = interp::mix64(cfg.seed + uint64_t(step));  // dropout masks
+      ForwardResult fwd = forward_train(m.graph, x, fo);
+      const Tensor& logits = fwd.out();
+      Tensor grad(logits.shape());
+      loss_sum += kernels::softmax_cross_entropy(nb, classes, logits.data(), targets.data(), nullptr) * double(nb);
+      kernels::softmax_cross_entropy_backward(nb, classes, logits.data(), targets.data(), grad.data());
+      for (int64_t i = 0; i < nb; ++i) {
+        const float* row = logits.data() + i * classes;
+        correct += std::max_element(row, row + classes) - row == targets[i];
+      }
+      seen += nb;
+      if (!std::isfinite(loss_sum))
+        throw Error("training diverged at epoch " + std::to_string(epoch + 1) +
+                    " (the loss is not finite): lower --lr");
+      BackwardOptions bo;
+      bo.input_grad = false;
+      bo.param_grads = true;
+      BackwardResult br = backward(m.graph, fwd, fwd.output, grad, bo);
+      rate = lr.at(step);
+      sgd.step(m.graph, br.param_grads, rate);
+      if (on_batch) on_batch(epoch + 1, s + 1, per_epoch, loss_sum / double(seen), double(correct) / double(seen));
+    }
+    state.epochs_done = epoch + 1;
+    state.momentum = sgd.state();
+    EpochStats st;
+    st.epoch = epoch + 1;
+    st.loss = loss_sum / double(seen);
+    st.accuracy = double(correct) / double(seen);
+    st.lr = rate;
+    st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (on_epoch) on_epoch(st, state);
+  }
+}
+
+double accuracy(const Model& m, const PixelDataset& data, int64_t batch,
+                const std::function<void(int64_t, int64_t)>& progress) {
+  const int64_t n = data.size(), classes = m.graph.node(m.graph.output()).attrs.out_channels;
+  if (n == 0) return 0.0;
+  int64_t correct = 0;
+  ForwardOptions fo;
+  fo.keep_activations = false;
+  for (int64_t b0 = 0; b0 < n; b0 += batch) {
+    const int64_t b1 = std::min(n, b0 + batch);
+    const Tensor logits = forward(m.graph, batch_tensor(data, b0, b1, m.preprocess), fo).out();
+    for (int64_t i = b0; i < b1; ++i) {
+      const float* row = logits.data() + (i - b0) * classes;
+      correct += std::max_element(row, row + classes) - row == data.labels[i];
+    }
+    if (progress) progress(b1, n);
+  }
+  return double(correct) / double(n);
+}
+
+}  // namespace spade::train
