@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine that has only this repository:
-#   ./setup.sh demo    install what is missing (apt), build, run spade predict on a built-in model
+#   ./setup.sh demo    install what is missing (apt), build, run the Trojan demo (spade demo)
 #   ./setup.sh test    install what is missing, build, run every test
 #   ./setup.sh build   install what is missing and build
 # The build goes to build/ (override with SPADE_BUILD_DIR); extra CMake flags via SPADE_CMAKE_FLAGS
@@ -34,19 +34,9 @@ case "$mode" in
     (cd "$build" && ctest --output-on-failure -j "$jobs")
     ;;
   demo)
-    # The repository's own default: CIFAR ResNet-20 with the real pretrained weights when
-    # ../shared has them, otherwise with seeded random weights, on an image the repo ships.
-    demo="$build/demo"
-    image="tests/data/image/src.png"
-    weights="../shared/models/cifar10_resnet20.safetensors"
-    if [ -f "$weights" ]; then
-      "$build/spade" convert --model cifar_resnet20 --weights "$weights" --out "$demo/cifar_resnet20.json"
-    else
-      echo "setup: ../shared/models not found; the demo model gets random weights (seed 0)"
-      "$build/spade" convert --model cifar_resnet20 --random-init 0 --out "$demo/cifar_resnet20.json"
-    fi
-    "$build/spade" info --model "$demo/cifar_resnet20.json" | tail -n 1
-    "$build/spade" predict --model "$demo/cifar_resnet20.json" --image "$image" --topk 5
+    # The Trojan experiment on one image with the committed backdoored CIFAR ResNet-20
+    # (models/README.md) and a scene the demo renders itself: needs nothing outside the repository.
+    "$build/spade" demo --out demo_out
     ;;
   *)
     echo "usage: ./setup.sh [demo|test|build]" >&2

@@ -15,13 +15,18 @@ namespace {
 void usage() {
   std::cout << "usage: spade <command> [options]\n\n"
                "commands:\n"
+               "  demo            the Trojan experiment on one rendered image with a committed backdoored model\n"
                "  predict         classify one image (or .npy input) and print the top classes\n"
                "  eval accuracy   top-1 accuracy over an ImageFolder directory or tar\n"
                "  eval saliency   insertion/deletion, Trojan AUC and pointing game of saliency maps\n"
                "  info            layers, shapes, parameter counts and FLOPs of a model\n"
                "  convert         write a model as a JSON + safetensors pair\n"
                "  prune           compute a SPADE trace (sample-specific pruned weights) for one image\n"
-               "  explain         saliency maps of one image for the dense model or its SPADE trace\n\n"
+               "  explain         saliency maps of one image for the dense model or its SPADE trace\n"
+               "  train           train a built-in architecture from scratch, optionally with Trojan poisoning\n"
+               "  tune            per-block sparsity search maximising the Trojan AUC (the paper's tuning)\n"
+               "  eval trojan     Trojan AUC and pointing game of Dense, FastSPADE and SPADE maps (Table 1)\n"
+               "  eval insertion  insertion/deletion of Dense and FastSPADE maps on clean images (Table 2)\n\n"
                "Run `spade <command> --help` for the options of each command.\n";
 }
 
@@ -40,6 +45,9 @@ int main(int argc, char** argv) {
     if (cmd == "convert") return spade::cli::cmd_convert(argc, argv, 2);
     if (cmd == "prune") return spade::cli::cmd_prune(argc, argv, 2);
     if (cmd == "explain") return spade::cli::cmd_explain(argc, argv, 2);
+    if (cmd == "train") return spade::cli::cmd_train(argc, argv, 2);
+    if (cmd == "tune") return spade::cli::cmd_tune(argc, argv, 2);
+    if (cmd == "demo") return spade::cli::cmd_demo(argc, argv, 2);
     if (cmd == "--version" || cmd == "version") {
       std::cout << "spade 0.1.0\n";
       return 0;

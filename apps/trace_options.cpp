@@ -57,12 +57,17 @@ std::unique_ptr<interp::Calibration> calibration_from(const Args& a, const Model
   return augmented_calibration_of(a, m, tensor_to_image(x, m.preprocess.mean, m.preprocess.std));
 }
 
-std::unique_ptr<interp::Calibration> augmented_calibration_of(const Args& a, const Model& m, const Image& image) {
+interp::AugmentConfig augment_config_of(const Model& m) {
   interp::AugmentConfig c;
   c.mean = m.preprocess.mean;
   c.std = m.preprocess.std;
   c.size = static_cast<int>(m.preprocess.crop > 0 ? m.preprocess.crop : m.graph.input_chw[1]);
-  return interp::augmented_calibration(image, c, a.get_int("augs"), static_cast<uint64_t>(a.get_int("seed")));
+  return c;
+}
+
+std::unique_ptr<interp::Calibration> augmented_calibration_of(const Args& a, const Model& m, const Image& image) {
+  return interp::augmented_calibration(image, augment_config_of(m), a.get_int("augs"),
+                                       static_cast<uint64_t>(a.get_int("seed")));
 }
 
 void TraceBars::operator()(const std::string& stage, int64_t done, int64_t total) {

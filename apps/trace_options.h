@@ -20,6 +20,8 @@ interp::PruneConfig prune_config_from(const Args& a);
 // The calibration images: augmentations of --image/--input, or --calib as given (when the
 // command has that option).
 std::unique_ptr<interp::Calibration> calibration_from(const Args& a, const Model& m);
+// The augmentations' output size and normalisation for a model.
+interp::AugmentConfig augment_config_of(const Model& m);
 // Augmentations of one decoded image with the --augs and --seed options.
 std::unique_ptr<interp::Calibration> augmented_calibration_of(const Args& a, const Model& m, const Image& image);
 

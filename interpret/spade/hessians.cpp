@@ -132,7 +132,9 @@ void HessianAccumulator::add_linear(const Tensor& input) {
 }
 
 void HessianAccumulator::finalize() {
+  if (finalized_) return;
   if (h_.samples == 0) throw Error("layer \"" + layer_.name + "\": no calibration images reached it");
+  finalized_ = true;
   const double scale = 2.0 / static_cast<double>(h_.samples);
   energy_ *= scale;
   if (h_.device != Device::CPU) {

@@ -35,7 +35,8 @@ class HessianAccumulator {
   // `output`, when given, is the layer's output on it: its energy without the bias is
   // tr(W H W^T), which reports use to put a pruning loss in proportion.
   void add(const Tensor& input, const Tensor* output = nullptr);
-  // Scales by 2/n and fills the upper triangle; call once after the last add.
+  // Scales by 2/n and fills the upper triangle, after the last add. Later calls do nothing, so a
+  // finalised Hessian can be solved again at another target (interp::SampleSolutions).
   void finalize();
   const LayerHessian& hessian() const { return h_; }
   LayerHessian& hessian() { return h_; }
@@ -56,6 +57,7 @@ class HessianAccumulator {
   LayerHessian h_;
   double flops_ = 0.0;
   double energy_ = 0.0;
+  bool finalized_ = false;
 };
 
 // The largest number of floats the shared staging buffer holds (bounds memory: 32 MiB).

@@ -1,0 +1,95 @@
+#include "apps/trojan_options.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "apps/method_options.h"
+#include "apps/trace_options.h"
+#include "engine/error.h"
+#include "interpret/spade/calibration.h"
+#include "train/dataset.h"
+
+namespace spade::cli {
+
+void add_trojan_options(std::vector<Option>& opts, int64_t default_samples) {
+  opts.push_back({"data", "DIR|FILE.tar", "test images the triggers are pasted on (ImageFolder tree or tar)", ""});
+  opts.push_back({"rules", "RULES.json", "the model's Trojan rules (models/*.rules.json)", ""});
+  opts.push_back({"methods", "NAME[,NAME..]|all", "saliency methods (all = the paper's ten)", "all"});
+  opts.push_back({"samples", "N", "pool samples: triggered images the dense model is fooled by", std::to_string(default_samples)});
+  opts.push_back({"augs", "N", "augmentations per sample for the SPADE Hessians", "256"});
+  opts.push_back({"seed", "S", "pool order, trigger placement, augmentations and method randomness", "0"});
+  opts.push_back({"lime-samples", "N", "LIME perturbations per map (the paper: 1000)", "1000"});
+  opts.push_back({"batch", "B", "images per forward/backward pass", "32"});
+  opts.push_back({"quiet", "", "no progress bars", ""});
+}
+
+TrojanSetup trojan_setup(const Args& a, int parity) {
+  TrojanSetup s;
+  s.quiet = a.flag("quiet");
+  s.model = load_model_from(a);
+  if (s.model.weights_path.empty())
+    throw Error(s.model.source + ": no weights: give --weights FILE or a model .json that names its weights");
+  s.rules = trojan::load_rules(a.require("rules"), s.model.labels);
+  s.methods = a.get("methods") == "all" ? interp::paper_methods() : parse_methods(a.get("methods"));
+  for (const std::string& m : s.methods)
+    s.params.push_back(interp::experiment_params(m, s.model, a.get_int("lime-samples")));
+  s.seed = static_cast<uint64_t>(a.get_int("seed"));
+  for (auto& p : s.params) p.seed = s.seed;
+  s.augs = a.get_int("augs");
+  s.batch = a.get_int("batch");
+  const int64_t count = a.get_int("samples");
+  if (s.augs < 1 || s.batch < 1 || count < 1) throw Error("--augs, --batch and --samples must be at least 1");
+  s.prune.batch = s.batch;
+
+  std::unique_ptr<Progress> bar;
+  const train::PixelDataset test = train::load_pixel_dataset(a.require("data"), s.model.labels, 0, [&](int64_t d, int64_t t) {
+    if (s.quiet) return;
+    if (!bar) bar = std::make_unique<Progress>("decode test", t);
+    bar->update(d);
+  });
+  bar.reset();
+  interp::PoolOptions po;
+  po.count = count;
+  po.seed = s.seed;
+  po.parity = parity;
+  s.pool = interp::trojan_test_pool(s.model, test, s.rules, po, [&](int64_t d, int64_t t) {
+    if (s.quiet) return;
+    if (!bar) bar = std::make_unique<Progress>("trojan pool", t);
+    bar->update(d);
+  });
+  if (bar) bar->finish();
+  if (static_cast<int64_t>(s.pool.samples.size()) < count)
+    std::fprintf(stderr, "warning: only %zu of %lld samples found: the model is fooled by few triggered images\n",
+                 s.pool.samples.size(), static_cast<long long>(count));
+  if (s.pool.samples.empty()) throw Error(a.get("data") + ": no triggered image fools the model (is it backdoored with " + a.get("rules") + "?)");
+  if (!s.quiet)
+    std::fprintf(stderr, "pool: %zu samples kept of %lld triggered images\n", s.pool.samples.size(),
+                 static_cast<long long>(s.pool.tried));
+  return s;
+}
+
+interp::SampleSolutions sample_solutions(const TrojanSetup& s, const interp::TrojanSample& sample) {
+  auto calib = interp::augmented_calibration(sample.image, augment_config_of(s.model), s.augs, s.seed + static_cast<uint64_t>(sample.index));
+  return interp::SampleSolutions(s.model.graph, *calib, s.prune);
+}
+
+Tensor abs_channel_sum(const Tensor& a) {
+  const int64_t C = a.dim(1), HW = a.dim(2) * a.dim(3);
+  Tensor m({a.dim(2), a.dim(3)});
+  for (int64_t i = 0; i < HW; ++i) {
+    double s = 0.0;
+    for (int64_t c = 0; c < C; ++c) s += a[c * HW + i];
+    m[i] = static_cast<float>(std::fabs(s));
+  }
+  return m;
+}
+
+Image mask_image(const std::vector<uint8_t>& mask, const Image& shown) {
+  Image im = shown;
+  for (size_t i = 0; i < mask.size(); ++i)
+    if (!mask[i])
+      for (int c = 0; c < 3; ++c) im.rgb[3 * i + c] = static_cast<uint8_t>(im.rgb[3 * i + c] / 4);
+  return im;
+}
+
+}  // namespace spade::cli

@@ -1,0 +1,46 @@
+#pragma once
+// The paper's greedy per-block sparsity search (SPADE.md 2.5): one target per residual block
+// (or per layer outside blocks), chosen from a grid block by block from the output back to the
+// input, each time keeping the value that maximises the mean Trojan AUC over the tuning samples
+// (the blocks not yet visited stay dense).
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "interpret/experiments/trojan_metrics.h"
+#include "interpret/experiments/trojan_pool.h"
+#include "interpret/saliency/network.h"
+#include "interpret/spade/sample_solutions.h"
+
+namespace spade::interp {
+
+// The block a layer belongs to: "layer3.1" for "layer3.1.conv2", "features.4" for
+// "features.4.conv.0.0"; a name whose second part is not a number is its own block ("fc").
+std::string block_of(const std::string& layer);
+// The blocks of these layers, output first.
+std::vector<std::string> blocks_output_first(const std::vector<PlannedLayer>& layers);
+
+// A schedule with one target per block (the JSON `spade tune` writes, SparsitySchedule reads).
+SparsitySchedule block_schedule(const std::map<std::string, double>& targets);
+std::string block_schedule_json(const std::map<std::string, double>& targets);
+
+struct TuneTrial {
+  std::string block;
+  double value = 0.0;
+  double score = 0.0;  // mean Trojan AUC (%) with this value and the choices made so far
+};
+
+struct TuneResult {
+  std::map<std::string, double> targets;  // every block, 0 = dense
+  double dense_score = 0.0;
+  double score = 0.0;
+  std::vector<TuneTrial> trials;
+};
+
+// solutions[i] belongs to samples[i]. `progress(done, total)` counts evaluated schedules.
+TuneResult tune_blocks(const Graph& g, std::vector<SampleSolutions>& solutions, const std::vector<TrojanSample>& samples,
+                       const std::string& method, const MethodParams& params, const std::vector<double>& grid,
+                       Solver solver, int64_t batch, const std::function<void(int64_t, int64_t)>& progress = {});
+
+}  // namespace spade::interp
