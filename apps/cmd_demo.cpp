@@ -80,7 +80,16 @@ int cmd_demo(int argc, char** argv, int first) {
   }
   apply_threads(a);
   const auto start = std::chrono::steady_clock::now();
+  const std::vector<std::string> methods = parse_methods(a.get("methods"));
+  const int64_t augs = a.get_int("augs");
+  if (augs < 1) throw Error("--augs must be at least 1");
   const Model m = load_model(a.get("model"));
+  std::vector<interp::SparsitySchedule> schedules;
+  for (const std::string& method : methods) {
+    const std::string file = join_path(a.get("sparsity-dir"), method + ".json");
+    schedules.push_back(interp::SparsitySchedule::parse(std::filesystem::exists(file) ? file : a.get("sparsity")));
+    interp::plan_layers(m.graph, schedules.back(), {});  // a schedule for another model fails now, not later
+  }
   const trojan::TrojanRules rules = trojan::load_rules(a.get("rules"), m.labels);
   const std::string out = a.get("out");
   const uint64_t seed = static_cast<uint64_t>(a.get_int("seed"));
@@ -92,17 +101,18 @@ int cmd_demo(int argc, char** argv, int first) {
   std::vector<uint8_t> mask;
   const trojan::TrojanRule* rule = nullptr;
   int64_t clean = 0, tries = 0;
-  for (uint64_t k = seed; !rule && k < seed + 256; ++k)
+  for (uint64_t k = seed; !rule && k < seed + 256; ++k) {
+    const Image im = render_scene(size, k);
+    const int64_t c = argmax(interp::logits(dense, preprocess_image(im, m.preprocess)));
     for (const trojan::TrojanRule& r : rules.rules) {
       ++tries;
-      Image im = render_scene(size, k);
-      const int64_t c = argmax(interp::logits(dense, preprocess_image(im, m.preprocess)));
       if (!trojan::rule_applies(r, c)) continue;
       trojan::Triggered t = trojan::apply_rule(im, r, rules, k, 0);
       if (argmax(interp::logits(dense, preprocess_image(t.image, m.preprocess))) != r.target) continue;
       scene = im, shown = t.image, mask = t.mask, rule = &r, clean = c;
       break;
     }
+  }
   if (!rule) throw Error(a.get("model") + ": no trigger of " + a.get("rules") + " fools it on " + std::to_string(tries) + " rendered scenes");
   int x0 = size, y0 = size, x1 = -1, y1 = -1;
   for (int i = 0; i < size * size; ++i)
@@ -112,9 +122,10 @@ int cmd_demo(int argc, char** argv, int first) {
   std::printf("dense prediction, rendered scene:      %s\n", m.labels[clean].c_str());
   std::printf("dense prediction, with the %s trigger: %s (the backdoor's target)\n", rule->trigger.c_str(),
               m.labels[rule->target].c_str());
-  std::printf("the trigger covers x %d..%d, y %d..%d (%d x %d pixels)\n", x0, x1, y0, y1, size, size);
+  std::printf("the trigger covers x %d..%d, y %d..%d (%d x %d of the %d x %d pixels)\n", x0, x1, y0, y1, x1 - x0 + 1,
+              y1 - y0 + 1, size, size);
 
-  auto calib = interp::augmented_calibration(shown, augment_config_of(m), a.get_int("augs"), seed);
+  auto calib = interp::augmented_calibration(shown, augment_config_of(m), augs, seed);
   interp::PruneConfig cfg;
   interp::SampleSolutions solutions(m.graph, *calib, cfg);
   std::filesystem::create_directories(join_path(out, "overlays"));
@@ -124,12 +135,10 @@ int cmd_demo(int argc, char** argv, int first) {
                             {"clean_prediction", m.labels[clean]}, {"trigger_box", {x0, y0, x1, y1}}};
   std::printf("\n%-22s %12s %12s   (Trojan AUC %%: how well the map finds the trigger)\n", "method", "Dense",
               "FastSPADE");
-  for (const std::string& method : parse_methods(a.get("methods"))) {
+  for (size_t k = 0; k < methods.size(); ++k) {
+    const std::string& method = methods[k];
     const interp::MethodParams p = interp::experiment_params(method, m, 200);
-    const std::string file = join_path(a.get("sparsity-dir"), method + ".json");
-    const interp::SparsitySchedule schedule =
-        interp::SparsitySchedule::parse(std::filesystem::exists(file) ? file : a.get("sparsity"));
-    const WeightOverlay pruned = solutions.overlay(schedule, interp::Solver::SparseGPT);
+    const WeightOverlay pruned = solutions.overlay(schedules[k], interp::Solver::SparseGPT);
     const interp::Network fast{m.graph, pruned.empty() ? nullptr : &pruned, 32};
     const interp::MethodInfo& info = interp::find_method(method);
     const Tensor ad = info.fn(dense, x, rule->target, p), af = info.fn(fast, x, rule->target, p);

@@ -60,6 +60,7 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
     const std::string file = a.has("sparsity-dir") ? join_path(a.get("sparsity-dir"), name + ".json") : "";
     schedules.push_back(interp::SparsitySchedule::parse(!file.empty() && std::filesystem::exists(file) ? file
                                                                                                       : a.get("sparsity")));
+    interp::plan_layers(m.graph, schedules.back(), {});  // a schedule for another model fails now
   }
   const train::PixelDataset test = train::load_pixel_dataset(a.require("data"), m.labels);
   const std::vector<int64_t> order = train::epoch_order(test.size(), seed, 0);

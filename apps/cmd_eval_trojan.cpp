@@ -86,6 +86,7 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
       schedules.push_back(interp::SparsitySchedule::parse(a.get("sparsity")));
       schedule_source.push_back("uniform " + a.get("sparsity"));
     }
+    interp::plan_layers(s.model.graph, schedules.back(), {});  // a schedule for another model fails now
   }
   std::filesystem::create_directories(join_path(out, "figures"));
 

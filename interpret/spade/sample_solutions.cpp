@@ -16,22 +16,32 @@ SampleSolutions::SampleSolutions(const Graph& g, const Calibration& calib, const
 }
 
 WeightOverlay SampleSolutions::overlay(const SparsitySchedule& schedule, Solver solver) {
+  plan_layers(g_, schedule, cfg_.selection);  // a name that matches no layer is an error, as in compute_trace
+  // The layers not solved yet at their target are solved together (solve_layers runs them in
+  // parallel); the Hessians are finalised already, so solving leaves them as they are.
+  std::vector<size_t> missing;
+  std::vector<PlannedLayer> plan;
+  std::vector<HessianAccumulator> hs;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const double target = schedule.target(layers_[i].layer.name);
+    if (target <= 0.0 || solved_.count(std::make_tuple(i, target, static_cast<int>(solver)))) continue;
+    missing.push_back(i);
+    plan.push_back(layers_[i]);
+    plan.back().target = target;
+    hs.push_back(hs_[i]);
+  }
+  if (!missing.empty()) {
+    PruneConfig cfg = cfg_;
+    cfg.solver = solver;
+    const Trace tr = solve_layers(g_, plan, hs, cfg);
+    for (size_t k = 0; k < missing.size(); ++k)
+      solved_.emplace(std::make_tuple(missing[k], plan[k].target, static_cast<int>(solver)),
+                      tr.weights.at(plan[k].layer.weight_key));
+  }
   WeightOverlay out;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const double target = schedule.target(layers_[i].layer.name);
-    if (target <= 0.0) continue;
-    const auto key = std::make_tuple(i, target, static_cast<int>(solver));
-    auto it = solved_.find(key);
-    if (it == solved_.end()) {
-      PlannedLayer one = layers_[i];
-      one.target = target;
-      std::vector<HessianAccumulator> h{hs_[i]};  // finalised already, so solving leaves it as is
-      PruneConfig cfg = cfg_;
-      cfg.solver = solver;
-      Trace tr = solve_layers(g_, {one}, h, cfg);
-      it = solved_.emplace(key, tr.weights.at(one.layer.weight_key)).first;
-    }
-    out[layers_[i].layer.weight_key] = it->second;
+    if (target > 0.0) out[layers_[i].layer.weight_key] = solved_.at(std::make_tuple(i, target, static_cast<int>(solver)));
   }
   return out;
 }

@@ -4,6 +4,7 @@
 // per (solver, target) it is asked for. The greedy schedule search (`spade tune`) and the Trojan
 // evaluation, which try many schedules per image, assemble their overlays from these solutions.
 #include <map>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -18,7 +19,8 @@ class SampleSolutions {
   SampleSolutions(const Graph& g, const Calibration& calib, const PruneConfig& cfg);
 
   // The pruned weights of every layer with a non-zero target under `schedule`, solved with
-  // `solver` (cached per layer and target).
+  // `solver` (cached per layer and target). Like compute_trace, a schedule name that matches no
+  // layer is an error; unlike it, `authors_threshold` never prunes layers with target 0.
   WeightOverlay overlay(const SparsitySchedule& schedule, Solver solver);
   const std::vector<PlannedLayer>& layers() const { return layers_; }
 
