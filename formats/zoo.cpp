@@ -1,6 +1,7 @@
 #include "formats/zoo.h"
 
 #include <cmath>
+#include <iterator>
 #include <map>
 
 namespace spade {
@@ -150,19 +151,29 @@ struct IRSetting {
 const IRSetting kMobileNetV2[] = {{1, 16, 1, 1}, {6, 24, 2, 2}, {6, 32, 3, 2}, {6, 64, 4, 2},
                                   {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
 
-Graph mobilenet_v2_torchvision(const ZooOptions& opt) {
+// torchvision's MobileNetV2. The CIFAR variant changes only two strides: the stem's
+// (features.0.0) and that of the first block of the second stage (features.2), so a 32x32 input
+// reaches the last feature map at 4x4 instead of 1x1. It is the usual recipe of setting those
+// strides on a built torchvision model, so whether a block has a residual still follows
+// torchvision's own strides: features.2 never gets one, even at widths up to 0.37 where its input
+// and output channels are equal (8).
+Graph mobilenet_v2_torchvision(const ZooOptions& opt, int64_t stem_stride, int64_t stage2_stride,
+                               int64_t default_classes) {
   Builder b;
   const double w = opt.width;
   int64_t cin = make_divisible(32 * w);
   const int64_t last = make_divisible(1280 * std::max(1.0, w));
-  std::string x = b.conv("features.0.0", "input", 3, cin, 3, 2, 1);
+  std::string x = b.conv("features.0.0", "input", 3, cin, 3, stem_stride, 1);
   x = b.act("features.0.2", b.bn("features.0.1", x, cin), OpKind::ReLU6);
   int f = 1;
-  for (const IRSetting& st : kMobileNetV2) {
+  for (size_t stage = 0; stage < std::size(kMobileNetV2); ++stage) {
+    const IRSetting& st = kMobileNetV2[stage];
     const int64_t cout = make_divisible(st.c * w);
+    const int64_t first_stride = stage == 1 ? stage2_stride : st.s;
     for (int i = 0; i < st.n; ++i, ++f) {
       const std::string p = "features." + std::to_string(f) + ".conv.";
-      const int64_t stride = i == 0 ? st.s : 1;
+      const int64_t stride = i == 0 ? first_stride : 1;
+      const int64_t torchvision_stride = i == 0 ? st.s : 1;
       const int64_t hidden = std::llround(cin * st.t);
       std::string y = x;
       int j = 0;
@@ -175,14 +186,14 @@ Graph mobilenet_v2_torchvision(const ZooOptions& opt) {
       y = b.act(q + "2", b.bn(q + "1", y, hidden), OpKind::ReLU6);
       y = b.conv(p + std::to_string(j), y, hidden, cout, 1, 1, 0);
       y = b.bn(p + std::to_string(j + 1), y, cout);
-      if (stride == 1 && cin == cout) y = b.add("features." + std::to_string(f) + ".add", y, x);
+      if (torchvision_stride == 1 && cin == cout) y = b.add("features." + std::to_string(f) + ".add", y, x);
       x = y;
       cin = cout;
     }
   }
   const std::string q = "features." + std::to_string(f) + ".";
   x = b.act(q + "2", b.bn(q + "1", b.conv(q + "0", x, cin, last, 1, 1, 0), last), OpKind::ReLU6);
-  b.head(x, "classifier.1", last, opt.num_classes > 0 ? opt.num_classes : 1000, 0.2f, "classifier.0");
+  b.head(x, "classifier.1", last, opt.num_classes > 0 ? opt.num_classes : default_classes, 0.2f, "classifier.0");
   return std::move(b.g);
 }
 
@@ -251,6 +262,7 @@ std::vector<std::string> zoo_names() {
   names.push_back("mobilenet_v2");
   for (const auto& [k, v] : timm_mobilenets()) names.push_back(k);
   for (const auto& [k, v] : cifar_depths()) names.push_back(k);
+  names.push_back("cifar_mobilenet_v2");
   return names;
 }
 
@@ -260,12 +272,14 @@ bool is_zoo_name(const std::string& arch) {
   return false;
 }
 
-bool zoo_is_cifar(const std::string& arch) { return cifar_depths().count(arch) > 0; }
+bool zoo_is_cifar(const std::string& arch) {
+  return cifar_depths().count(arch) > 0 || arch == "cifar_mobilenet_v2";
+}
 
 std::string zoo_classifier_key(const std::string& arch) {
   if (resnet_depths().count(arch)) return "fc.weight";
   if (cifar_depths().count(arch)) return "linear.weight";
-  if (arch == "mobilenet_v2") return "classifier.1.weight";
+  if (arch == "mobilenet_v2" || arch == "cifar_mobilenet_v2") return "classifier.1.weight";
   if (timm_mobilenets().count(arch)) return "classifier.weight";
   return "";
 }
@@ -279,7 +293,12 @@ Graph build_zoo_graph(const std::string& arch, const ZooOptions& opt) {
   }
   auto c = cifar_depths().find(arch);
   if (c != cifar_depths().end()) return cifar_resnet(c->second, opt);
-  if (arch == "mobilenet_v2") return mobilenet_v2_torchvision(opt);
+  if (arch == "mobilenet_v2") return mobilenet_v2_torchvision(opt, 2, 2, 1000);
+  if (arch == "cifar_mobilenet_v2") {
+    Graph g = mobilenet_v2_torchvision(opt, 1, 1, 10);
+    g.input_chw = {3, 32, 32};
+    return g;
+  }
   auto t = timm_mobilenets().find(arch);
   if (t != timm_mobilenets().end()) {
     ZooOptions o = opt;

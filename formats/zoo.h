@@ -14,7 +14,8 @@ struct ZooOptions {
 };
 
 // resnet18/34/50/101/152, mobilenet_v2, mobilenetv2_{050,075,100,140} (timm names),
-// cifar_resnet20/32/44/56/110.
+// cifar_resnet20/32/44/56/110, cifar_mobilenet_v2 (torchvision MobileNetV2 with the stem and
+// features.2 at stride 1, for 32x32 inputs; 10 classes by default).
 std::vector<std::string> zoo_names();
 bool is_zoo_name(const std::string& arch);
 Graph build_zoo_graph(const std::string& arch, const ZooOptions& opt = {});

@@ -1,4 +1,5 @@
-// Whole models against PyTorch: reduced-width ResNet-18/50, MobileNetV2 and CIFAR ResNet-20 with
+// Whole models against PyTorch: reduced-width ResNet-18/50, MobileNetV2 (ImageNet and CIFAR strides)
+// and CIFAR ResNet-20 with
 // random weights (tests/data/golden/*, made by tests/data/make_golden.py): logits, the input
 // gradient of one logit per image, and parameter gradients.
 #include <catch2/catch.hpp>
@@ -24,7 +25,8 @@ TEST_CASE("built-in models match PyTorch logits and gradients", "[golden][models
   const Case cases[] = {{"cifar_resnet20", "cifar_resnet20", 1.0},
                         {"resnet18_w8", "resnet18", 8.0 / 64},
                         {"resnet50_w8", "resnet50", 8.0 / 64},
-                        {"mobilenet_v2_w025", "mobilenet_v2", 0.25}};
+                        {"mobilenet_v2_w025", "mobilenet_v2", 0.25},
+                        {"cifar_mobilenet_v2_w050", "cifar_mobilenet_v2", 0.5}};
   for (const Case& c : cases) {
     DYNAMIC_SECTION(c.file) {
       ZooOptions zo;
