@@ -61,8 +61,6 @@ int cmd_demo(int argc, char** argv, int first) {
   std::vector<Option> opts = {
       {"model", "M", "a backdoored model (model .json)", "models/cifar_resnet20_trojan.json"},
       {"rules", "RULES.json", "its Trojan rules", "models/trojan-eval.rules.json"},
-      {"sparsity-dir", "DIR", "tuned schedules DIR/<method>.json (else --sparsity)", "models/tuned"},
-      {"sparsity", "S", "uniform FastSPADE target for methods without a tuned schedule", "0.9"},
       {"methods", "LIST", "saliency methods",
        "saliency,input_x_gradient,guided_backprop,integrated_gradients,lrp,occlusion"},
       {"augs", "N", "augmentations for the FastSPADE trace", "256"},
@@ -70,6 +68,7 @@ int cmd_demo(int argc, char** argv, int first) {
       {"out", "DIR", "output directory", "demo_out"},
       {"threads", "N", "CPU threads (0 = all cores)", "0"},
   };
+  add_schedule_options(opts, "models/tuned");
   Args a("demo",
          "The Trojan experiment on one rendered image with a committed backdoored model: where is the trigger, and "
          "do Dense or FastSPADE saliency maps find it?",
@@ -84,12 +83,7 @@ int cmd_demo(int argc, char** argv, int first) {
   const int64_t augs = a.get_int("augs");
   if (augs < 1) throw Error("--augs must be at least 1");
   const Model m = load_model(a.get("model"));
-  std::vector<interp::SparsitySchedule> schedules;
-  for (const std::string& method : methods) {
-    const std::string file = join_path(a.get("sparsity-dir"), method + ".json");
-    schedules.push_back(interp::SparsitySchedule::parse(std::filesystem::exists(file) ? file : a.get("sparsity")));
-    interp::plan_layers(m.graph, schedules.back(), {});  // a schedule for another model fails now, not later
-  }
+  const std::vector<MethodSchedule> schedules = method_schedules(a, methods, m.graph);
   const trojan::TrojanRules rules = trojan::load_rules(a.get("rules"), m.labels);
   const std::string out = a.get("out");
   const uint64_t seed = static_cast<uint64_t>(a.get_int("seed"));
@@ -138,7 +132,7 @@ int cmd_demo(int argc, char** argv, int first) {
   for (size_t k = 0; k < methods.size(); ++k) {
     const std::string& method = methods[k];
     const interp::MethodParams p = interp::experiment_params(method, m, 200);
-    const WeightOverlay pruned = solutions.overlay(schedules[k], interp::Solver::SparseGPT);
+    const WeightOverlay pruned = solutions.overlay(schedules[k].schedule, interp::Solver::SparseGPT);
     const interp::Network fast{m.graph, pruned.empty() ? nullptr : &pruned, 32};
     const interp::MethodInfo& info = interp::find_method(method);
     const Tensor ad = info.fn(dense, x, rule->target, p), af = info.fn(fast, x, rule->target, p);

@@ -28,8 +28,7 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
   opts.push_back({"augs", "N", "augmentations per image for the FastSPADE Hessians", "256"});
   opts.push_back({"seed", "S", "image order, augmentations and method randomness", "0"});
   opts.push_back({"lime-samples", "N", "LIME perturbations per map (the paper: 1000)", "1000"});
-  opts.push_back({"sparsity-dir", "DIR", "tuned schedules: DIR/<method>.json from `spade tune` (else --sparsity)", ""});
-  opts.push_back({"sparsity", "S", "uniform target for methods without a tuned schedule", "0.9"});
+  add_schedule_options(opts);
   opts.push_back({"batch", "B", "images per forward/backward pass", "32"});
   opts.push_back({"out", "DIR", "writes DIR/table.md and DIR/results.json", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
@@ -53,15 +52,11 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
   const int64_t count = a.get_int("samples"), augs = a.get_int("augs"), batch = a.get_int("batch");
   if (count < 1 || augs < 1 || batch < 1) throw Error("--samples, --augs and --batch must be at least 1");
   std::vector<interp::MethodParams> params;
-  std::vector<interp::SparsitySchedule> schedules;
   for (const std::string& name : methods) {
     params.push_back(interp::experiment_params(name, m, a.get_int("lime-samples")));
     params.back().seed = seed;
-    const std::string file = a.has("sparsity-dir") ? join_path(a.get("sparsity-dir"), name + ".json") : "";
-    schedules.push_back(interp::SparsitySchedule::parse(!file.empty() && std::filesystem::exists(file) ? file
-                                                                                                      : a.get("sparsity")));
-    interp::plan_layers(m.graph, schedules.back(), {});  // a schedule for another model fails now
   }
+  const std::vector<MethodSchedule> schedules = method_schedules(a, methods, m.graph);
   const train::PixelDataset test = train::load_pixel_dataset(a.require("data"), m.labels);
   const std::vector<int64_t> order = train::epoch_order(test.size(), seed, 0);
   const int64_t n = std::min<int64_t>(count, test.size());
@@ -87,7 +82,7 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
     nlohmann::json row = {{"image", test.names[order[i]]}, {"target", target}};
     for (size_t k = 0; k < M; ++k) {
       const interp::MethodInfo& info = interp::find_method(methods[k]);
-      const WeightOverlay overlay = solutions.overlay(schedules[k], interp::Solver::SparseGPT);
+      const WeightOverlay overlay = solutions.overlay(schedules[k].schedule, interp::Solver::SparseGPT);
       const interp::Network fast{m.graph, overlay.empty() ? nullptr : &overlay, batch};
       const interp::InsertionDeletion d = interp::insertion_deletion(x, info.fn(dense, x, target, params[k]), prob, idp);
       const interp::InsertionDeletion f = interp::insertion_deletion(x, info.fn(fast, x, target, params[k]), prob, idp);

@@ -54,8 +54,7 @@ std::string f2(double v) {
 int cmd_eval_trojan(int argc, char** argv, int first) {
   std::vector<Option> opts = model_options();
   add_trojan_options(opts, 100);
-  opts.push_back({"sparsity-dir", "DIR", "tuned schedules: DIR/<method>.json from `spade tune` (else --sparsity)", ""});
-  opts.push_back({"sparsity", "S", "uniform target for methods without a tuned schedule", "0.9"});
+  add_schedule_options(opts);
   opts.push_back({"variants", "LIST", "which maps: dense, fast (FastSPADE), exact (SPADE, OBC)", "dense,fast,exact"});
   opts.push_back({"figures", "K", "write a figure for each of the first K samples", "4"});
   opts.push_back({"out", "DIR", "writes DIR/table.md, DIR/results.json and DIR/figures/*.png", ""});
@@ -74,20 +73,7 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
   const auto start = std::chrono::steady_clock::now();
   TrojanSetup s = trojan_setup(a, 1);
 
-  // Per method: its tuned schedule, or the uniform one.
-  std::vector<interp::SparsitySchedule> schedules;
-  std::vector<std::string> schedule_source;
-  for (const std::string& m : s.methods) {
-    const std::string file = a.has("sparsity-dir") ? join_path(a.get("sparsity-dir"), m + ".json") : "";
-    if (!file.empty() && std::filesystem::exists(file)) {
-      schedules.push_back(interp::SparsitySchedule::parse(file));
-      schedule_source.push_back(file);
-    } else {
-      schedules.push_back(interp::SparsitySchedule::parse(a.get("sparsity")));
-      schedule_source.push_back("uniform " + a.get("sparsity"));
-    }
-    interp::plan_layers(s.model.graph, schedules.back(), {});  // a schedule for another model fails now
-  }
+  const std::vector<MethodSchedule> schedules = method_schedules(a, s.methods, s.model.graph);
   std::filesystem::create_directories(join_path(out, "figures"));
 
   const size_t M = s.methods.size(), V = variants.size(), N = s.pool.samples.size();
@@ -107,7 +93,7 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
       std::vector<Image> cells_row = {sample.image, mask_image(sample.mask, sample.image)};
       for (size_t v = 0; v < V; ++v) {
         const WeightOverlay overlay =
-            variants[v].dense ? WeightOverlay{} : solutions.overlay(schedules[k], variants[v].solver);
+            variants[v].dense ? WeightOverlay{} : solutions.overlay(schedules[k].schedule, variants[v].solver);
         const interp::Network net{s.model.graph, overlay.empty() ? nullptr : &overlay, s.batch};
         const Tensor attr = info.fn(net, sample.x, sample.target, s.params[k]);
         double sa = 0.5, aa = 0.5;
@@ -181,7 +167,7 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
 
   nlohmann::json settings;
   for (size_t k = 0; k < M; ++k)
-    settings[s.methods[k]] = {{"sparsity", schedule_source[k]}};
+    settings[s.methods[k]] = {{"sparsity", schedules[k].source}};
   const nlohmann::json results = {{"model", s.model.source}, {"rules", s.rules.source}, {"samples", N},
                                   {"pool_tried", s.pool.tried}, {"augs", s.augs}, {"seed", s.seed},
                                   {"seconds", seconds}, {"settings", settings}, {"mean", means},

@@ -2,10 +2,12 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
 #include "apps/method_options.h"
 #include "apps/trace_options.h"
 #include "engine/error.h"
+#include "formats/file_io.h"
 #include "interpret/spade/calibration.h"
 #include "train/dataset.h"
 
@@ -71,6 +73,25 @@ TrojanSetup trojan_setup(const Args& a, int parity) {
 interp::SampleSolutions sample_solutions(const TrojanSetup& s, const interp::TrojanSample& sample) {
   auto calib = interp::augmented_calibration(sample.image, augment_config_of(s.model), s.augs, s.seed + static_cast<uint64_t>(sample.index));
   return interp::SampleSolutions(s.model.graph, *calib, s.prune);
+}
+
+void add_schedule_options(std::vector<Option>& opts, const std::string& default_dir) {
+  opts.push_back({"sparsity-dir", "DIR", "tuned schedules: DIR/<method>.json from `spade tune` (else --sparsity)", default_dir});
+  opts.push_back({"sparsity", "S", "uniform target for methods without a tuned schedule", "0.9"});
+}
+
+std::vector<MethodSchedule> method_schedules(const Args& a, const std::vector<std::string>& methods, const Graph& g) {
+  std::vector<MethodSchedule> out;
+  for (const std::string& m : methods) {
+    const std::string dir = a.get("sparsity-dir");
+    const std::string file = dir.empty() ? "" : join_path(dir, m + ".json");
+    if (!file.empty() && std::filesystem::exists(file))
+      out.push_back({interp::SparsitySchedule::parse(file), file});
+    else
+      out.push_back({interp::SparsitySchedule::parse(a.get("sparsity")), "uniform " + a.get("sparsity")});
+    interp::plan_layers(g, out.back().schedule, {});
+  }
+  return out;
 }
 
 Tensor abs_channel_sum(const Tensor& a) {

@@ -35,6 +35,16 @@ TrojanSetup trojan_setup(const Args& a, int parity);
 // The Hessians of one pool sample's augmentations.
 interp::SampleSolutions sample_solutions(const TrojanSetup& s, const interp::TrojanSample& sample);
 
+// --sparsity-dir DIR (default `default_dir`) and --sparsity S.
+void add_schedule_options(std::vector<Option>& opts, const std::string& default_dir = "");
+struct MethodSchedule {
+  interp::SparsitySchedule schedule;
+  std::string source;  // the file, or "uniform S"
+};
+// Per method: DIR/<method>.json when it exists, else the uniform --sparsity. Every schedule is
+// checked against the model's layers here, before any work.
+std::vector<MethodSchedule> method_schedules(const Args& a, const std::vector<std::string>& methods, const Graph& g);
+
 // Figures: |sum over channels| of an attribution (1, C, H, W) as an (H, W) map (what the absolute
 // Trojan AUC scores), and the image with everything off the trigger mask darkened.
 Tensor abs_channel_sum(const Tensor& attribution);
