@@ -1,9 +1,11 @@
 // spade eval trojan: the paper's Table 1 on a backdoored model: for every method, the Trojan AUC
 // and the pointing game of Dense, FastSPADE and SPADE (OBC) maps on triggered test images.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -83,7 +85,10 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
   if (!s.quiet) bar = std::make_unique<Progress>("samples", static_cast<int64_t>(N));
   for (size_t i = 0; i < N; ++i) {
     const interp::TrojanSample& sample = s.pool.samples[i];
-    interp::SampleSolutions solutions = sample_solutions(s, sample);
+    // The Hessians only when a sparse variant needs them.
+    std::unique_ptr<interp::SampleSolutions> solutions;
+    if (std::any_of(variants.begin(), variants.end(), [](const Variant& v) { return !v.dense; }))
+      solutions = std::make_unique<interp::SampleSolutions>(sample_solutions(s, sample));
     nlohmann::json row = {{"image", sample.name}, {"trigger", sample.trigger}, {"target", sample.target},
                           {"clean_prediction", sample.clean_prediction}};
     std::vector<std::vector<Image>> cells;
@@ -93,7 +98,7 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
       std::vector<Image> cells_row = {sample.image, mask_image(sample.mask, sample.image)};
       for (size_t v = 0; v < V; ++v) {
         const WeightOverlay overlay =
-            variants[v].dense ? WeightOverlay{} : solutions.overlay(schedules[k].schedule, variants[v].solver);
+            variants[v].dense ? WeightOverlay{} : solutions->overlay(schedules[k].schedule, variants[v].solver);
         const interp::Network net{s.model.graph, overlay.empty() ? nullptr : &overlay, s.batch};
         const Tensor attr = info.fn(net, sample.x, sample.target, s.params[k]);
         double sa = 0.5, aa = 0.5;
