@@ -17,7 +17,6 @@
 #include "formats/file_io.h"
 #include "formats/heatmap.h"
 #include "interpret/experiments/trojan_metrics.h"
-#include "interpret/metrics/roc_auc.h"
 #include "interpret/sample_rng.h"
 
 namespace spade::cli {
@@ -136,8 +135,10 @@ int cmd_demo(int argc, char** argv, int first) {
     const interp::Network fast{m.graph, pruned.empty() ? nullptr : &pruned, 32};
     const interp::MethodInfo& info = interp::find_method(method);
     const Tensor ad = info.fn(dense, x, rule->target, p), af = info.fn(fast, x, rule->target, p);
-    const interp::TrojanAuc td = interp::trojan_auc(ad, mask), tf = interp::trojan_auc(af, mask);
-    const double d = 100 * std::max(td.signed_auc, td.abs_auc), f = 100 * std::max(tf.signed_auc, tf.abs_auc);
+    interp::TrojanScore sd, sf;  // one sample: the paper's score of this map
+    sd.add(ad, mask);
+    sf.add(af, mask);
+    const double d = sd.auc(), f = sf.auc();
     std::printf("%-22s %12.1f %12.1f\n", method.c_str(), d, f);
     summary["trojan_auc"][method] = {{"dense", d}, {"fastspade", f}};
     const Image hd = heatmap(abs_channel_sum(ad), MapScale::Absolute), hf = heatmap(abs_channel_sum(af), MapScale::Absolute);
