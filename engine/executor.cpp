@@ -60,13 +60,22 @@ ForwardResult forward_train(Graph& g, const Tensor& x, ForwardOptions opt) {
 
 BackwardResult backward(const Graph& g, const ForwardResult& fwd, int from, const Tensor& grad_output,
                         const BackwardOptions& opt) {
+  return backward(g, fwd, std::map<int, Tensor>{{from, grad_output}}, opt);
+}
+
+BackwardResult backward(const Graph& g, const ForwardResult& fwd, const std::map<int, Tensor>& grad_outputs,
+                        const BackwardOptions& opt) {
   const auto& nodes = g.nodes();
-  if (from <= 0 || from >= g.size()) throw Error("backward: start node index out of range");
-  if (!fwd.acts.at(from).defined() || grad_output.shape() != fwd.acts[from].shape())
-    throw Error("backward: gradient shape " + shape_str(grad_output.shape()) + " does not match node \"" +
-                nodes[from].name + "\" output");
+  if (grad_outputs.empty()) throw Error("backward: no start node");
+  for (const auto& [k, grad] : grad_outputs) {
+    if (k <= 0 || k >= g.size()) throw Error("backward: start node index out of range");
+    if (!fwd.acts.at(k).defined() || grad.shape() != fwd.acts[k].shape())
+      throw Error("backward: gradient shape " + shape_str(grad.shape()) + " does not match node \"" + nodes[k].name +
+                  "\" output");
+  }
+  const int from = grad_outputs.rbegin()->first;  // the last node any gradient starts at
   // Nodes below `stop` receive no gradient that anything asked for.
-  int stop = from;
+  int stop = grad_outputs.begin()->first;
   if (opt.input_grad) stop = 0;
   for (int k : opt.activation_grads) stop = std::min(stop, k);
   if (opt.param_grads)
@@ -77,7 +86,9 @@ BackwardResult backward(const Graph& g, const ForwardResult& fwd, int from, cons
       }
 
   std::vector<Tensor> grads(g.size());
-  grads[from] = grad_output.to(fwd.acts[from].device());  // a host one-hot gradient is fine
+  // A host one-hot gradient is fine. The gradients starting at earlier nodes are summed with what
+  // reaches them from later ones, as for any node with several consumers.
+  for (const auto& [k, grad] : grad_outputs) grads[k] = grad.to(fwd.acts[k].device());
   BackwardResult result;
   auto wanted = [&](int i) {
     return std::find(opt.activation_grads.begin(), opt.activation_grads.end(), i) != opt.activation_grads.end();

@@ -53,6 +53,10 @@ struct BackwardResult {
 // graph recorded in `fwd` (which must have kept its activations).
 BackwardResult backward(const Graph& g, const ForwardResult& fwd, int from, const Tensor& grad_output,
                         const BackwardOptions& opt = {});
+// The same from several nodes at once: the gradient of a sum of functions of their outputs
+// (grad_outputs maps a node to d(objective)/d(its output)).
+BackwardResult backward(const Graph& g, const ForwardResult& fwd, const std::map<int, Tensor>& grad_outputs,
+                        const BackwardOptions& opt = {});
 
 // One-hot output gradient for a (N, classes) output: 1 at (n, targets[n]).
 Tensor one_hot_grad(const Shape& logits_shape, const std::vector<int64_t>& targets);
