@@ -161,17 +161,7 @@ int cmd_explain(int argc, char** argv, int first) {
   nlohmann::json spade_json = nullptr, trace_pred_json = nullptr;
   double trace_s = 0;
   if (use_spade) {
-    if (m.weights_path.empty())
-      throw Error(m.source + ": no weights to prune: give --weights FILE (or a model .json that names its weights)");
-    interp::PruneConfig cfg = prune_config_from(a);
-    cfg.solver = mode == "fast" ? interp::Solver::SparseGPT : interp::Solver::OBC;
-    cfg.device = device;
-    std::unique_ptr<interp::Calibration> calib = calibration_from(a, m);
-    TraceBars bars(quiet);
-    const auto t0 = Clock::now();
-    trace = std::make_unique<interp::Trace>(interp::compute_trace(m.graph, *calib, cfg, std::ref(bars)));
-    bars.finish();
-    trace_s = seconds_since(t0);
+    trace = std::make_unique<interp::Trace>(spade_trace_of(a, m, mode, device, quiet, &trace_s));
     spade_json = {{"mode", mode}, {"report", interp::trace_report_json(*trace)}};
   }
   if (trace && device != Device::CPU) sparse_gpu = std::make_unique<interp::DeviceModel>(m.graph, &trace->weights, device);

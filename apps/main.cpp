@@ -23,10 +23,12 @@ void usage() {
                "  convert         write a model as a JSON + safetensors pair\n"
                "  prune           compute a SPADE trace (sample-specific pruned weights) for one image\n"
                "  explain         saliency maps of one image for the dense model or its SPADE trace\n"
+               "  visualize       feature visualisation of a class, channel or neuron, dense and on a SPADE trace\n"
                "  train           train a built-in architecture from scratch, optionally with Trojan poisoning\n"
                "  tune            per-block sparsity search maximising the Trojan AUC (the paper's tuning)\n"
                "  eval trojan     Trojan AUC and pointing game of Dense, FastSPADE and SPADE maps (Table 1)\n"
-               "  eval insertion  insertion/deletion of Dense and FastSPADE maps on clean images (Table 2)\n\n"
+               "  eval insertion  insertion/deletion of Dense and FastSPADE maps on clean images (Table 2)\n"
+               "  eval featurevis which Score-CAM patch dense and SPADE visualisations resemble (Table 3)\n\n"
                "Run `spade <command> --help` for the options of each command.\n";
 }
 
@@ -48,6 +50,7 @@ int main(int argc, char** argv) {
     if (cmd == "train") return spade::cli::cmd_train(argc, argv, 2);
     if (cmd == "tune") return spade::cli::cmd_tune(argc, argv, 2);
     if (cmd == "demo") return spade::cli::cmd_demo(argc, argv, 2);
+    if (cmd == "visualize") return spade::cli::cmd_visualize(argc, argv, 2);
     if (cmd == "--version" || cmd == "version") {
       std::cout << "spade 0.1.0\n";
       return 0;

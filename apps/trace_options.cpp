@@ -1,6 +1,8 @@
 #include "apps/trace_options.h"
 
+#include <chrono>
 #include <cmath>
+#include <functional>
 
 #include "engine/error.h"
 #include "formats/image.h"
@@ -83,6 +85,23 @@ void TraceBars::operator()(const std::string& stage, int64_t done, int64_t total
 void TraceBars::finish() {
   if (bar_) bar_->finish();
   bar_.reset();
+}
+
+interp::Trace spade_trace_of(const Args& a, const Model& m, const std::string& mode, Device device, bool quiet,
+                             double* seconds) {
+  if (mode != "fast" && mode != "exact") throw Error("--spade: expected fast or exact, got \"" + mode + "\"");
+  if (m.weights_path.empty())
+    throw Error(m.source + ": no weights to prune: give --weights FILE (or a model .json that names its weights)");
+  interp::PruneConfig cfg = prune_config_from(a);
+  cfg.solver = mode == "fast" ? interp::Solver::SparseGPT : interp::Solver::OBC;
+  cfg.device = device;
+  std::unique_ptr<interp::Calibration> calib = calibration_from(a, m);
+  TraceBars bars(quiet);
+  const auto t0 = std::chrono::steady_clock::now();
+  interp::Trace trace = interp::compute_trace(m.graph, *calib, cfg, std::ref(bars));
+  bars.finish();
+  if (seconds) *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return trace;
 }
 
 }  // namespace spade::cli

@@ -25,6 +25,12 @@ interp::AugmentConfig augment_config_of(const Model& m);
 // Augmentations of one decoded image with the --augs and --seed options.
 std::unique_ptr<interp::Calibration> augmented_calibration_of(const Args& a, const Model& m, const Image& image);
 
+// The SPADE trace of --image/--input under the trace options: mode "fast" (SparseGPT, FastSPADE)
+// or "exact" (OBC, SPADE), on `device`, with progress bars unless quiet. Refuses a model without
+// weights. `seconds` receives the trace's run time.
+interp::Trace spade_trace_of(const Args& a, const Model& m, const std::string& mode, Device device, bool quiet,
+                             double* seconds);
+
 // Progress bars for compute_trace's two stages; does nothing when quiet.
 class TraceBars {
  public:
