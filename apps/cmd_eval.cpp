@@ -74,16 +74,18 @@ int cmd_eval(int argc, char** argv, int first) {
   if (what == "saliency") return cmd_eval_saliency(argc, argv, first + 1);
   if (what == "trojan") return cmd_eval_trojan(argc, argv, first + 1);
   if (what == "insertion") return cmd_eval_insertion(argc, argv, first + 1);
+  if (what == "featurevis") return cmd_eval_featurevis(argc, argv, first + 1);
   if (what.empty() || what == "--help" || what == "-h") {
     std::cout << "usage: spade eval <what> [options]\n\n"
                  "  accuracy   top-1 accuracy over an ImageFolder directory or tar\n"
                  "  saliency   insertion/deletion AUC, Trojan AUC and pointing game of saliency maps\n"
                  "  trojan     Trojan AUC and pointing game of Dense, FastSPADE and SPADE maps (the paper's Table 1)\n"
-                 "  insertion  insertion/deletion of Dense and FastSPADE maps on clean images (the paper's Table 2)\n\n"
+                 "  insertion  insertion/deletion of Dense and FastSPADE maps on clean images (the paper's Table 2)\n"
+                 "  featurevis which Score-CAM patch dense and SPADE visualisations resemble (the paper's Table 3)\n\n"
                  "Run `spade eval <what> --help` for the options.\n";
     return what.empty() ? 2 : 0;
   }
-  throw Error("unknown evaluation \"" + what + "\" (available: accuracy, saliency, trojan, insertion)");
+  throw Error("unknown evaluation \"" + what + "\" (available: accuracy, saliency, trojan, insertion, featurevis)");
 }
 
 }  // namespace spade::cli
