@@ -43,18 +43,6 @@ Image to_image(const Tensor& images, int64_t n, int zoom = 1) {
   return im;
 }
 
-Image upscale(const Image& im, int zoom) {
-  Image out;
-  out.width = im.width * zoom;
-  out.height = im.height * zoom;
-  out.rgb.resize(size_t(out.width) * out.height * 3);
-  for (int y = 0; y < out.height; ++y)
-    for (int x = 0; x < out.width; ++x)
-      for (int c = 0; c < 3; ++c)
-        out.rgb[(size_t(y) * out.width + x) * 3 + c] = im.rgb[(size_t(y / zoom) * im.width + x / zoom) * 3 + c];
-  return out;
-}
-
 // Moving average over `w` steps: the per-step values jump with each step's random transforms.
 std::vector<double> smoothed(const std::vector<double>& v, size_t w) {
   std::vector<double> out(v.size());
@@ -227,19 +215,15 @@ int cmd_visualize(int argc, char** argv, int first) {
     save_npy(join_path(out_dir, v.name + ".npy"), v.result.images);
   }
   if (variants.size() == 2) {
-    const Image shown = upscale(tensor_to_image(x, m.preprocess.mean, m.preprocess.std),
-                                std::max(1, int(cfg.size * zoom / x.dim(2))));
+    const int cell = int(cfg.size * zoom);
+    const Image shown = resize_image(tensor_to_image(x, m.preprocess.mean, m.preprocess.std), cell, cell);
     std::vector<std::vector<Image>> rows;
     std::vector<std::string> labels;
     for (int64_t k = 0; k < n; ++k) {
-      std::vector<Image> row{to_image(variants[0].result.images, k, zoom), to_image(variants[1].result.images, k, zoom)};
-      if (shown.width == row[0].width && shown.height == row[0].height) row.insert(row.begin(), shown);
-      rows.push_back(row);
+      rows.push_back({shown, to_image(variants[0].result.images, k, zoom), to_image(variants[1].result.images, k, zoom)});
       labels.push_back(per_image[k].text);
     }
-    std::vector<std::string> columns{"dense", "spade"};
-    if (rows[0].size() == 3) columns.insert(columns.begin(), "image");
-    save_png(join_path(out_dir, "compare.png"), panel(rows, labels, columns, 4));
+    save_png(join_path(out_dir, "compare.png"), panel(rows, labels, {"image", "dense", "spade"}, 4));
   }
   std::vector<PlotSeries> series;
   for (int64_t k = 0; k < n; ++k)

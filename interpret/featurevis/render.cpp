@@ -63,6 +63,9 @@ RenderResult render(const Graph& g, const WeightOverlay* weights, const std::vec
     const int64_t n = std::min(cfg.batch, total - first);
     const std::vector<Objective> group(objectives.begin() + first, objectives.begin() + first + n);
     std::vector<float> spectrum = initial_spectra(fourier, first, n, cfg);
+    // Fail before the long run when a neuron's position is outside its map at this size (the
+    // transforms only enlarge the image, so the maps during the optimisation are no smaller).
+    objective_values(g, weights, group, fourier.render(spectrum, n), cfg);
     Adam adam(cfg.lr);
     BackwardOptions bo;
     bo.input_grad = true;
