@@ -4,6 +4,7 @@
 
 #include "engine/error.h"
 #include "engine/executor.h"
+#include "engine/fold.h"
 #include "interpret/featurevis/adam.h"
 #include "interpret/featurevis/fourier_image.h"
 #include "interpret/sample_rng.h"
@@ -52,6 +53,13 @@ std::vector<double> objective_values(const Graph& g, const WeightOverlay* weight
 RenderResult render(const Graph& g, const WeightOverlay* weights, const std::vector<Objective>& objectives,
                     const RenderConfig& cfg, const std::function<void(int64_t, int64_t)>& progress) {
   check_config(cfg, objectives);
+  // Every step is an eval-mode pass: BatchNorm folded into the convolutions computes the same
+  // function with fewer passes over memory. The objectives follow their nodes into the folded
+  // graph (a folded BatchNorm's output is its convolution's there).
+  const FoldedGraph folded = fold_batchnorm(g, weights, objective_nodes(objectives));
+  std::vector<Objective> mapped = objectives;
+  for (Objective& o : mapped)
+    for (ObjectiveTerm& t : o.terms) t.node = folded.node_map.at(t.node);
   const FourierImage fourier(cfg.size, cfg.size);
   const int64_t total = static_cast<int64_t>(objectives.size());
   RenderResult result;
@@ -61,11 +69,11 @@ RenderResult render(const Graph& g, const WeightOverlay* weights, const std::vec
   const int64_t total_steps = cfg.steps * ((total + cfg.batch - 1) / cfg.batch);
   for (int64_t first = 0; first < total; first += cfg.batch) {
     const int64_t n = std::min(cfg.batch, total - first);
-    const std::vector<Objective> group(objectives.begin() + first, objectives.begin() + first + n);
+    const std::vector<Objective> group(mapped.begin() + first, mapped.begin() + first + n);
     std::vector<float> spectrum = initial_spectra(fourier, first, n, cfg);
     // Fail before the long run when a neuron's position is outside its map at this size (the
     // transforms only enlarge the image, so the maps during the optimisation are no smaller).
-    objective_values(g, weights, group, fourier.render(spectrum, n), cfg);
+    objective_values(folded.graph, nullptr, group, fourier.render(spectrum, n), cfg);
     Adam adam(cfg.lr);
     BackwardOptions bo;
     bo.input_grad = true;
@@ -73,11 +81,11 @@ RenderResult render(const Graph& g, const WeightOverlay* weights, const std::vec
       const Tensor images = fourier.render(spectrum, n);
       TransformChain chain(cfg.transforms, draw_transforms(cfg.transforms, cfg.seed, step));
       const Tensor x = normalise(chain.forward(images), cfg.mean.data(), cfg.std.data());
-      const ForwardResult fwd = forward(g, x, forward_options(weights));
+      const ForwardResult fwd = forward(folded.graph, x);
       std::map<int, Tensor> seeds;
-      const std::vector<double> values = evaluate_objectives(g, fwd, group, &seeds);
+      const std::vector<double> values = evaluate_objectives(folded.graph, fwd, group, &seeds);
       for (int64_t i = 0; i < n; ++i) result.curve[step][first + i] = values[i];
-      const BackwardResult back = backward(g, fwd, seeds, bo);
+      const BackwardResult back = backward(folded.graph, fwd, seeds, bo);
       const Tensor grad_images = chain.backward(normalise_backward(back.input_grad, cfg.std.data()));
       std::vector<float> grad = fourier.backward(images, grad_images);
       // Adam minimises; the objective is maximised.
