@@ -130,10 +130,12 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
   interp::MethodParams scorecam;
   scorecam.mean = m.preprocess.mean;
   scorecam.std = m.preprocess.std;
-  std::map<int64_t, Tensor> dense_vis;  // per class: the dense visualisation does not depend on the image
+  // Per class: the dense visualisation does not depend on the image.
+  std::map<int64_t, fv::RenderResult> dense_vis;
   std::vector<interp::PatchVote> dense_votes, spade_votes;
   nlohmann::json rows = nlohmann::json::array();
   double trace_s = 0, vis_s = 0;
+  int64_t spade_stuck_count = 0;
   Progress bar("featurevis", int64_t(indices.size()));
   for (size_t k = 0; k < indices.size(); ++k) {
     const LabeledImage li = data.get(indices[k]);
@@ -151,15 +153,21 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
 
     const std::vector<fv::Objective> objective{fv::class_objective(m.graph, cls)};
     auto t0 = Clock::now();
-    if (!dense_vis.count(cls)) dense_vis[cls] = fv::render(m.graph, nullptr, objective, cfg).images;
+    if (!dense_vis.count(cls)) dense_vis[cls] = fv::render(m.graph, nullptr, objective, cfg);
     const interp::Trace trace = interp::compute_trace(m.graph, *augmented_calibration_of(a, m, image), prune);
     trace_s += std::chrono::duration<double>(Clock::now() - t0).count();
     t0 = Clock::now();
-    const Tensor spade_vis = fv::render(m.graph, &trace.weights, objective, cfg).images;
+    const fv::RenderResult spade_run = fv::render(m.graph, &trace.weights, objective, cfg);
+    const Tensor& spade_vis = spade_run.images;
+    const fv::RenderResult& dense_run = dense_vis[cls];
+    // A trace whose class logit has no gradient at the (nearly grey) starting image never moves:
+    // the objective stays where it started. Counted, since such a visualisation shows nothing.
+    const bool spade_stuck = spade_run.curve.empty() || spade_run.curve.back()[0] == spade_run.curve.front()[0];
+    spade_stuck_count += spade_stuck;
     vis_s += std::chrono::duration<double>(Clock::now() - t0).count();
 
     // Everything in the dense model's feature space: top, bottom, dense vis, SPADE vis.
-    const Tensor batch = cat0({top, bottom, fv::normalise(dense_vis[cls], cfg.mean.data(), cfg.std.data()),
+    const Tensor batch = cat0({top, bottom, fv::normalise(dense_run.images, cfg.mean.data(), cfg.std.data()),
                                fv::normalise(spade_vis, cfg.mean.data(), cfg.std.data())});
     const Tensor f = interp::penultimate_features(m.graph, batch);
     const int64_t D = f.dim(1);
@@ -176,13 +184,18 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
                     {"predicted_label", m.labels.at(cls)},
                     {"top_patch", {pp.top_y, pp.top_x}},
                     {"bottom_patch", {pp.bottom_y, pp.bottom_x}},
-                    {"dense", {{"cos_top", dv.cos_top}, {"cos_bottom", dv.cos_bottom}, {"vote", interp::vote_name(dv.vote(margin))}}},
-                    {"spade", {{"cos_top", sv.cos_top}, {"cos_bottom", sv.cos_bottom}, {"vote", interp::vote_name(sv.vote(margin))}}}});
+                    {"dense",
+                     {{"cos_top", dv.cos_top}, {"cos_bottom", dv.cos_bottom}, {"vote", interp::vote_name(dv.vote(margin))},
+                      {"objective_first_step", dense_run.curve.front()[0]}, {"objective_final", dense_run.final_values[0]}}},
+                    {"spade",
+                     {{"cos_top", sv.cos_top}, {"cos_bottom", sv.cos_bottom}, {"vote", interp::vote_name(sv.vote(margin))},
+                      {"objective_first_step", spade_run.curve.front()[0]}, {"objective_final", spade_run.final_values[0]},
+                      {"stuck", spade_stuck}}}});
     if (figures) {
       const Tensor shown = cat0({x, top, bottom});
       std::vector<Image> row;
       for (int64_t i = 0; i < 3; ++i) row.push_back(tensor_to_image(shown.slice0(i, i + 1), m.preprocess.mean, m.preprocess.std));
-      row.push_back(to_image(dense_vis[cls], 0));
+      row.push_back(to_image(dense_run.images, 0));
       row.push_back(to_image(spade_vis, 0));
       char name[32];
       std::snprintf(name, sizeof name, "figures/%03zu.png", k);
@@ -204,7 +217,8 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
         << "| SPADE (" << mode << ") | " << percent(sr.agree) << " | " << percent(sr.undecided) << " | "
         << percent(sr.disagree) << " | " << sr.mean_difference << " |\n\n"
         << dr.count << " images, margin " << margin << "; the SPADE visualisation leans more towards the top patch than "
-        << "the dense one on " << spade_closer << " of " << dr.count << " images.\n";
+        << "the dense one on " << spade_closer << " of " << dr.count << " images. " << spade_stuck_count
+        << " SPADE visualisations never moved (the trace's class logit has no gradient at the starting image).\n";
   const double total_s = std::chrono::duration<double>(Clock::now() - t_start).count();
   const nlohmann::json results = {
       {"model", {{"arch", m.arch}, {"source", m.source}, {"weights", m.weights_path}}},
@@ -215,6 +229,7 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
       {"dense", rates_json(dr)},
       {"spade", rates_json(sr)},
       {"spade_leans_more_to_top", spade_closer},
+      {"spade_stuck", spade_stuck_count},
       {"per_image", rows},
       {"timings", {{"trace_and_dense_vis_s", trace_s}, {"spade_vis_s", vis_s}, {"total_s", total_s}}},
   };
