@@ -119,7 +119,7 @@ int cmd_visualize(int argc, char** argv, int first) {
                   "jitter 4), scaled = those pixel sizes times size/224 (the same at 224), none",
                   "scaled"});
   opts.push_back({"vis-seed", "S", "seed of the random starts and transforms", "0"});
-  opts.push_back({"batch", "B", "images optimised together (bounds memory; results do not depend on it)", "8"});
+  opts.push_back({"batch", "B", "images optimised together (bounds memory; the results depend on it only through rounding)", "8"});
   opts.push_back({"out", "DIR", "output directory", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
   Args a("visualize",

@@ -42,38 +42,62 @@ FourierImage::FourierImage(int64_t h, int64_t w, double decay_power) : h_(h), w_
       scale_(y, k) = float(1.0 / std::pow(std::max(std::sqrt(fy * fy + fx * fx), floor_freq), decay_power));
     }
   const double ny = 1.0 / std::sqrt(double(h_)), nx = 1.0 / std::sqrt(double(w_));
-  cos_y_.resize(h_, h_);
-  sin_y_.resize(h_, h_);
+  along_y_.resize(2 * h_, 2 * h_);
   for (int64_t y = 0; y < h_; ++y)
     for (int64_t k = 0; k < h_; ++k) {
-      cos_y_(y, k) = float(cos_turn(k, y, h_) * ny);
-      sin_y_(y, k) = float(sin_turn(k, y, h_) * ny);
+      const float c = float(cos_turn(k, y, h_) * ny), s = float(sin_turn(k, y, h_) * ny);
+      along_y_(y, k) = c;
+      along_y_(y, h_ + k) = -s;
+      along_y_(h_ + y, k) = s;
+      along_y_(h_ + y, h_ + k) = c;
     }
-  cos_x_.resize(w_, wf_);
-  sin_x_.resize(w_, wf_);
+  along_x_.resize(2 * wf_, w_);
   for (int64_t n = 0; n < w_; ++n)
     for (int64_t k = 0; k < wf_; ++k) {
       // The bins 0 and (for even w) w/2 are their own conjugates: counted once, and only their
       // real part enters a real signal (a complex-to-real FFT ignores their imaginary parts).
       const bool self_conjugate = k == 0 || 2 * k == w_;
       const double a = self_conjugate ? 1.0 : 2.0;
-      cos_x_(n, k) = float(a * cos_turn(k, n, w_) * nx);
-      sin_x_(n, k) = self_conjugate ? 0.f : float(a * sin_turn(k, n, w_) * nx);
+      along_x_(k, n) = float(a * cos_turn(k, n, w_) * nx);
+      along_x_(wf_ + k, n) = self_conjugate ? 0.f : float(-a * sin_turn(k, n, w_) * nx);
     }
 }
 
+namespace {
+using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Stride2 = Eigen::Stride<Eigen::Dynamic, 2>;
+}  // namespace
+
+Eigen::MatrixXf FourierImage::inverse(const Eigen::MatrixXf& spectra, int64_t planes) const {
+  const Eigen::MatrixXf z = along_y_ * spectra;  // (2h, planes * wf): [zr; zi] per plane's columns
+  Eigen::MatrixXf q(planes * h_, 2 * wf_);
+  for (int64_t c = 0; c < planes; ++c) {
+    q.block(c * h_, 0, h_, wf_) = z.block(0, c * wf_, h_, wf_);
+    q.block(c * h_, wf_, h_, wf_) = z.block(h_, c * wf_, h_, wf_);
+  }
+  return q * along_x_;  // (planes * h, w)
+}
+
+Eigen::MatrixXf FourierImage::inverse_adjoint(const Eigen::MatrixXf& grad, int64_t planes) const {
+  const Eigen::MatrixXf gq = grad * along_x_.transpose();  // (planes * h, 2wf)
+  Eigen::MatrixXf gz(2 * h_, planes * wf_);
+  for (int64_t c = 0; c < planes; ++c) {
+    gz.block(0, c * wf_, h_, wf_) = gq.block(c * h_, 0, h_, wf_);
+    gz.block(h_, c * wf_, h_, wf_) = gq.block(c * h_, wf_, h_, wf_);
+  }
+  return along_y_.transpose() * gz;  // (2h, planes * wf)
+}
+
 Eigen::MatrixXf FourierImage::irfft2(const Eigen::MatrixXf& re, const Eigen::MatrixXf& im) const {
-  // Complex inverse DFT along y, then complex-to-real along x.
-  const Eigen::MatrixXf zr = cos_y_ * re - sin_y_ * im;
-  const Eigen::MatrixXf zi = sin_y_ * re + cos_y_ * im;
-  return zr * cos_x_.transpose() - zi * sin_x_.transpose();
+  Eigen::MatrixXf spectra(2 * h_, wf_);
+  spectra << re, im;
+  return inverse(spectra, 1);
 }
 
 void FourierImage::irfft2_adjoint(const Eigen::MatrixXf& grad, Eigen::MatrixXf& re, Eigen::MatrixXf& im) const {
-  const Eigen::MatrixXf gzr = grad * cos_x_;
-  const Eigen::MatrixXf gzi = -(grad * sin_x_);
-  re = cos_y_.transpose() * gzr + sin_y_.transpose() * gzi;
-  im = cos_y_.transpose() * gzi - sin_y_.transpose() * gzr;
+  const Eigen::MatrixXf g = inverse_adjoint(grad, 1);
+  re = g.topRows(h_);
+  im = g.bottomRows(h_);
 }
 
 Eigen::Matrix3f FourierImage::colour_matrix() {
@@ -83,11 +107,6 @@ Eigen::Matrix3f FourierImage::colour_matrix() {
   return (c / max_norm).cast<float>();
 }
 
-namespace {
-using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using Stride2 = Eigen::Stride<Eigen::Dynamic, 2>;
-}  // namespace
-
 Tensor FourierImage::render(const std::vector<float>& spectrum, int64_t n) const {
   if (int64_t(spectrum.size()) != n * params_per_image())
     throw Error("feature visualisation: spectrum has " + std::to_string(spectrum.size()) + " values, expected " +
@@ -95,18 +114,21 @@ Tensor FourierImage::render(const std::vector<float>& spectrum, int64_t n) const
   const Eigen::Matrix3f mix = colour_matrix();
   const int64_t plane = h_ * w_;
   Tensor out = Tensor::empty({n, 3, h_, w_});
+  Eigen::MatrixXf spectra(2 * h_, 3 * wf_);
   for (int64_t i = 0; i < n; ++i) {
-    Eigen::MatrixXf raw[3];
     for (int c = 0; c < 3; ++c) {
       const float* s = spectrum.data() + (i * 3 + c) * h_ * wf_ * 2;
       // Real and imaginary parts interleaved, row-major (h, wf, 2).
       Eigen::Map<const RowMajor, 0, Stride2> re(s, h_, wf_, Stride2(wf_ * 2, 2));
       Eigen::Map<const RowMajor, 0, Stride2> im(s + 1, h_, wf_, Stride2(wf_ * 2, 2));
-      raw[c] = irfft2(re.cwiseProduct(scale_), im.cwiseProduct(scale_)) / kMagic;
+      spectra.block(0, c * wf_, h_, wf_) = re.cwiseProduct(scale_);
+      spectra.block(h_, c * wf_, h_, wf_) = im.cwiseProduct(scale_);
     }
+    const Eigen::MatrixXf raw = inverse(spectra, 3) / kMagic;  // (3h, w)
     for (int c = 0; c < 3; ++c) {
       Eigen::Map<RowMajor> dst(out.data() + (i * 3 + c) * plane, h_, w_);
-      dst = (mix(c, 0) * raw[0] + mix(c, 1) * raw[1] + mix(c, 2) * raw[2]).unaryExpr(&sigmoid);
+      dst = (mix(c, 0) * raw.middleRows(0, h_) + mix(c, 1) * raw.middleRows(h_, h_) + mix(c, 2) * raw.middleRows(2 * h_, h_))
+                .unaryExpr(&sigmoid);
     }
   }
   return out;
@@ -120,6 +142,7 @@ std::vector<float> FourierImage::backward(const Tensor& images, const Tensor& gr
   const int64_t n = images.dim(0), plane = h_ * w_;
   const Eigen::Matrix3f mix = colour_matrix();
   std::vector<float> grad(n * params_per_image());
+  Eigen::MatrixXf graw(3 * h_, w_);
   for (int64_t i = 0; i < n; ++i) {
     Eigen::MatrixXf gdec[3];
     for (int c = 0; c < 3; ++c) {
@@ -127,15 +150,15 @@ std::vector<float> FourierImage::backward(const Tensor& images, const Tensor& gr
       Eigen::Map<const RowMajor> g(grad_images.data() + (i * 3 + c) * plane, h_, w_);
       gdec[c] = g.cwiseProduct(img.cwiseProduct((1.f - img.array()).matrix()));
     }
+    for (int j = 0; j < 3; ++j)
+      graw.middleRows(j * h_, h_) = (mix(0, j) * gdec[0] + mix(1, j) * gdec[1] + mix(2, j) * gdec[2]) / kMagic;
+    const Eigen::MatrixXf gspec = inverse_adjoint(graw, 3);  // (2h, 3wf)
     for (int j = 0; j < 3; ++j) {
-      const Eigen::MatrixXf graw = (mix(0, j) * gdec[0] + mix(1, j) * gdec[1] + mix(2, j) * gdec[2]) / kMagic;
-      Eigen::MatrixXf gre, gim;
-      irfft2_adjoint(graw, gre, gim);
       float* s = grad.data() + (i * 3 + j) * h_ * wf_ * 2;
       Eigen::Map<RowMajor, 0, Stride2> re(s, h_, wf_, Stride2(wf_ * 2, 2));
       Eigen::Map<RowMajor, 0, Stride2> im(s + 1, h_, wf_, Stride2(wf_ * 2, 2));
-      re = gre.cwiseProduct(scale_);
-      im = gim.cwiseProduct(scale_);
+      re = gspec.block(0, j * wf_, h_, wf_).cwiseProduct(scale_);
+      im = gspec.block(h_, j * wf_, h_, wf_).cwiseProduct(scale_);
     }
   }
   return grad;

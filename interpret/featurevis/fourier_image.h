@@ -38,6 +38,11 @@ class FourierImage {
   Eigen::MatrixXf irfft2(const Eigen::MatrixXf& re, const Eigen::MatrixXf& im) const;
   void irfft2_adjoint(const Eigen::MatrixXf& grad, Eigen::MatrixXf& re, Eigen::MatrixXf& im) const;
 
+  // The inverse transform of `planes` spectra side by side, [re; im] (2h x planes * wf) -> the
+  // planes stacked (planes * h x w), and its adjoint.
+  Eigen::MatrixXf inverse(const Eigen::MatrixXf& spectra, int64_t planes) const;
+  Eigen::MatrixXf inverse_adjoint(const Eigen::MatrixXf& grad, int64_t planes) const;
+
   // Lucent's colour correlation square root, normalised by its largest column norm:
   // decorrelated[c] = sum_j colour_matrix()(c, j) * raw[j].
   static Eigen::Matrix3f colour_matrix();
@@ -45,10 +50,12 @@ class FourierImage {
  private:
   int64_t h_, w_, wf_;
   Eigen::MatrixXf scale_;
-  // Separable inverse DFT with the "ortho" norm folded in. Along y (complex): cos_y, sin_y (h x h).
-  // Along x (complex to real, length w from wf bins): cos_x, sin_x (w x wf), carrying the factor 2
-  // of the bins whose conjugates are implied.
-  Eigen::MatrixXf cos_y_, sin_y_, cos_x_, sin_x_;
+  // Separable inverse DFT with the "ortho" norm folded in, as two real matrix products so that the
+  // three colour planes go through each in one product. Along y (complex): [re; im] (2h x wf) ->
+  // [zr; zi] = along_y_ * [re; im] with along_y_ = [[cos, -sin], [sin, cos]] (2h x 2h). Along x
+  // (complex to real, w values from wf bins): x = [zr, zi] * along_x_ with along_x_ = [cos^T; -sin^T]
+  // (2wf x w), carrying the factor 2 of the bins whose conjugates are implied.
+  Eigen::MatrixXf along_y_, along_x_;
 };
 
 }  // namespace spade::interp::featurevis
