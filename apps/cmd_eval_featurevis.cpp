@@ -15,6 +15,7 @@
 
 #include "apps/cli.h"
 #include "apps/commands.h"
+#include "apps/featurevis_options.h"
 #include "apps/trace_options.h"
 #include "engine/executor.h"
 #include "formats/file_io.h"
@@ -51,20 +52,6 @@ nlohmann::json rates_json(const interp::VoteRates& r) {
           {"mean_difference", r.mean_difference}};
 }
 
-Image to_image(const Tensor& images, int64_t n) {
-  const int64_t H = images.dim(2), W = images.dim(3);
-  Image im;
-  im.width = int(W);
-  im.height = int(H);
-  im.rgb.resize(size_t(W) * H * 3);
-  for (int64_t y = 0; y < H; ++y)
-    for (int64_t x = 0; x < W; ++x)
-      for (int64_t c = 0; c < 3; ++c)
-        im.rgb[(y * W + x) * 3 + c] =
-            uint8_t(std::lround(std::clamp(images[((n * 3 + c) * H + y) * W + x], 0.f, 1.f) * 255.f));
-  return im;
-}
-
 }  // namespace
 
 int cmd_eval_featurevis(int argc, char** argv, int first) {
@@ -73,9 +60,7 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
   opts.push_back({"limit", "N", "images, spread evenly over the folder's classes", "50"});
   opts.push_back({"spade", "fast|exact", "the trace's solver: fast = SparseGPT (FastSPADE), exact = OBC (SPADE)", "fast"});
   add_trace_options(opts);
-  opts.push_back({"steps", "N", "Adam steps of each visualisation", "512"});
-  opts.push_back({"transforms", "scaled|standard|none", "random transforms per step (see spade visualize)", "scaled"});
-  opts.push_back({"vis-seed", "S", "seed of the visualisations' random starts and transforms (the same for dense and SPADE)", "0"});
+  add_render_options(opts);
   opts.push_back({"patch", "P", "side of the Score-CAM patches in pixels (default: half the input size)", ""});
   opts.push_back({"margin", "M", "a visualisation is undecided when its two cosine similarities differ by at most M", "0.02"});
   opts.push_back({"figures", "", "also write figures/<k>.png: image | top patch | bottom patch | dense | SPADE", ""});
@@ -96,9 +81,8 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
   const std::string out_dir = a.require("out");
   const std::string mode = a.get("spade");
   if (mode != "fast" && mode != "exact") throw Error("--spade: expected fast or exact, got \"" + mode + "\"");
-  const int64_t limit = a.get_int("limit"), steps = a.get_int("steps");
+  const int64_t limit = a.get_int("limit");
   if (limit < 1) throw Error("--limit must be at least 1");
-  if (steps < 1) throw Error("--steps must be at least 1");
   const double margin = a.get_double("margin");
   if (!(margin >= 0) || !std::isfinite(margin)) throw Error("--margin must be a non-negative number");
   const bool figures = a.flag("figures");
@@ -111,17 +95,7 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
   interp::penultimate_node(m.graph);  // refuses models without a Linear classifier up front
   interp::PruneConfig prune = prune_config_from(a);
   prune.solver = mode == "fast" ? interp::Solver::SparseGPT : interp::Solver::OBC;
-  fv::RenderConfig cfg;
-  cfg.size = size;
-  cfg.steps = steps;
-  cfg.seed = static_cast<uint64_t>(a.get_int("vis-seed"));
-  const std::string tname = a.get("transforms");
-  if (tname == "scaled") cfg.transforms = fv::TransformConfig::scaled_to(size);
-  else if (tname == "standard") cfg.transforms = fv::TransformConfig::standard();
-  else if (tname == "none") cfg.transforms = fv::TransformConfig::none();
-  else throw Error("--transforms: expected scaled, standard or none, got \"" + tname + "\"");
-  cfg.mean = m.preprocess.mean;
-  cfg.std = m.preprocess.std;
+  const fv::RenderConfig cfg = render_config_from(a, m, size);
   ImageFolder data(a.require("data"));
   if (data.size() == 0) throw Error(data.path() + ": no images found");
   const std::vector<size_t> indices = spread_indices(data.size(), std::min<int64_t>(limit, int64_t(data.size())));
@@ -195,8 +169,8 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
       const Tensor shown = cat0({x, top, bottom});
       std::vector<Image> row;
       for (int64_t i = 0; i < 3; ++i) row.push_back(tensor_to_image(shown.slice0(i, i + 1), m.preprocess.mean, m.preprocess.std));
-      row.push_back(to_image(dense_run.images, 0));
-      row.push_back(to_image(spade_vis, 0));
+      row.push_back(unit_image(dense_run.images, 0));
+      row.push_back(unit_image(spade_vis, 0));
       char name[32];
       std::snprintf(name, sizeof name, "figures/%03zu.png", k);
       save_png(join_path(out_dir, name),
@@ -224,8 +198,8 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
       {"model", {{"arch", m.arch}, {"source", m.source}, {"weights", m.weights_path}}},
       {"data", data.path()},
       {"settings",
-       {{"spade", mode}, {"sparsity", a.get("sparsity")}, {"augs", a.get_int("augs")}, {"steps", steps},
-        {"transforms", tname}, {"vis_seed", cfg.seed}, {"patch", patch}, {"margin", margin}}},
+       {{"spade", mode}, {"sparsity", a.get("sparsity")}, {"augs", a.get_int("augs")}, {"steps", cfg.steps},
+        {"transforms", a.get("transforms")}, {"vis_seed", cfg.seed}, {"patch", patch}, {"margin", margin}}},
       {"dense", rates_json(dr)},
       {"spade", rates_json(sr)},
       {"spade_leans_more_to_top", spade_closer},

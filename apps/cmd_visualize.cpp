@@ -11,6 +11,7 @@
 
 #include "apps/cli.h"
 #include "apps/commands.h"
+#include "apps/featurevis_options.h"
 #include "apps/trace_options.h"
 #include "engine/executor.h"
 #include "formats/file_io.h"
@@ -26,22 +27,6 @@ namespace {
 namespace fv = interp::featurevis;
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// The n-th image of (N, 3, H, W) values in [0, 1] as 8-bit pixels, nearest-upscaled by `zoom`.
-Image to_image(const Tensor& images, int64_t n, int zoom = 1) {
-  const int64_t H = images.dim(2), W = images.dim(3);
-  Image im;
-  im.width = int(W * zoom);
-  im.height = int(H * zoom);
-  im.rgb.resize(size_t(im.width) * im.height * 3);
-  for (int y = 0; y < im.height; ++y)
-    for (int x = 0; x < im.width; ++x)
-      for (int c = 0; c < 3; ++c) {
-        const float v = images[((n * 3 + c) * H + y / zoom) * W + x / zoom];
-        im.rgb[(size_t(y) * im.width + x) * 3 + c] = uint8_t(std::lround(std::clamp(v, 0.f, 1.f) * 255.f));
-      }
-  return im;
-}
 
 // Moving average over `w` steps: the per-step values jump with each step's random transforms.
 std::vector<double> smoothed(const std::vector<double>& v, size_t w) {
@@ -59,13 +44,6 @@ std::vector<double> column(const std::vector<std::vector<double>>& curve, size_t
   std::vector<double> out;
   for (const auto& row : curve) out.push_back(row.at(k));
   return out;
-}
-
-fv::TransformConfig transforms_from(const std::string& name, int64_t size) {
-  if (name == "scaled") return fv::TransformConfig::scaled_to(size);
-  if (name == "standard") return fv::TransformConfig::standard();
-  if (name == "none") return fv::TransformConfig::none();
-  throw Error("--transforms: expected scaled, standard or none, got \"" + name + "\"");
 }
 
 nlohmann::json transforms_json(const fv::TransformConfig& t) {
@@ -110,15 +88,9 @@ int cmd_visualize(int argc, char** argv, int first) {
                   "side by side",
                   "off"});
   add_trace_options(opts);
-  opts.push_back({"steps", "N", "Adam steps", "512"});
+  add_render_options(opts);
   opts.push_back({"size", "S", "side of the square visualisation in pixels (default: the model's input size)", ""});
-  opts.push_back({"lr", "LR", "Adam learning rate", "0.05"});
   opts.push_back({"starts", "N", "random starts per objective (one image each)", "1"});
-  opts.push_back({"transforms", "scaled|standard|none",
-                  "random transforms per step: standard = Lucent's (pad 12, jitter 8, scale 0.9-1.1, rotate -10..10, "
-                  "jitter 4), scaled = those pixel sizes times size/224 (the same at 224), none",
-                  "scaled"});
-  opts.push_back({"vis-seed", "S", "seed of the random starts and transforms", "0"});
   opts.push_back({"batch", "B", "images optimised together (bounds memory; the results depend on it only through rounding)", "8"});
   opts.push_back({"out", "DIR", "output directory", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
@@ -143,23 +115,12 @@ int cmd_visualize(int argc, char** argv, int first) {
   const bool has_input = a.has("image") || a.has("input");
   if (mode != "off" && !has_input) throw Error("--spade needs the image whose trace to visualise: give --image IMG");
   const bool quiet = a.flag("quiet");
-  const int64_t steps = a.get_int("steps"), starts = a.get_int("starts"), batch = a.get_int("batch");
-  if (steps < 1) throw Error("--steps must be at least 1");
+  const int64_t starts = a.get_int("starts"), batch = a.get_int("batch");
   if (starts < 1) throw Error("--starts must be at least 1");
   if (batch < 1) throw Error("--batch must be at least 1");
-  const double lr = a.get_double("lr");
-  if (!(lr > 0) || !std::isfinite(lr)) throw Error("--lr must be a positive number");
 
   Model m = load_model_from(a);
-  fv::RenderConfig cfg;
-  cfg.size = a.has("size") ? a.get_int("size") : m.graph.input_chw[1];
-  if (cfg.size < 8 || cfg.size > 4096) throw Error("--size must be between 8 and 4096, got " + std::to_string(cfg.size));
-  cfg.steps = steps;
-  cfg.lr = lr;
-  cfg.seed = static_cast<uint64_t>(a.get_int("vis-seed"));
-  cfg.transforms = transforms_from(a.get("transforms"), cfg.size);
-  cfg.mean = m.preprocess.mean;
-  cfg.std = m.preprocess.std;
+  fv::RenderConfig cfg = render_config_from(a, m, a.has("size") ? a.get_int("size") : m.graph.input_chw[1]);
   cfg.batch = batch;
   Tensor x;
   int64_t predicted = -1;
@@ -210,7 +171,7 @@ int cmd_visualize(int argc, char** argv, int first) {
     for (int64_t k = 0; k < n; ++k) {
       char name[64];
       std::snprintf(name, sizeof name, n == 1 ? "%s.png" : "%s_%02lld.png", v.name.c_str(), (long long)k);
-      save_png(join_path(out_dir, name), to_image(v.result.images, k));
+      save_png(join_path(out_dir, name), unit_image(v.result.images, k));
     }
     save_npy(join_path(out_dir, v.name + ".npy"), v.result.images);
   }
@@ -220,7 +181,7 @@ int cmd_visualize(int argc, char** argv, int first) {
     std::vector<std::vector<Image>> rows;
     std::vector<std::string> labels;
     for (int64_t k = 0; k < n; ++k) {
-      rows.push_back({shown, to_image(variants[0].result.images, k, zoom), to_image(variants[1].result.images, k, zoom)});
+      rows.push_back({shown, unit_image(variants[0].result.images, k, zoom), unit_image(variants[1].result.images, k, zoom)});
       labels.push_back(per_image[k].text);
     }
     save_png(join_path(out_dir, "compare.png"), panel(rows, labels, {"image", "dense", "spade"}, 4));

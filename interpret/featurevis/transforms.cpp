@@ -189,6 +189,24 @@ Tensor scale_backward(const Tensor& grad_out, const Shape& in_shape, double s) {
   return gx;
 }
 
+namespace {
+// Calls f(source index, weight) for each of the (up to four) taps of output pixel p that lie in the
+// image: rotate gathers through them, its backward scatters through the same ones.
+template <class F>
+void for_each_tap(const RotationMap& m, int64_t p, int64_t w, F&& f) {
+  const Taps& tx = m.tx[p];
+  const Taps& ty = m.ty[p];
+  if (ty.i0 >= 0) {
+    if (tx.i0 >= 0) f(ty.i0 * w + tx.i0, ty.w0 * tx.w0);
+    if (tx.i1 >= 0) f(ty.i0 * w + tx.i1, ty.w0 * tx.w1);
+  }
+  if (ty.i1 >= 0) {
+    if (tx.i0 >= 0) f(ty.i1 * w + tx.i0, ty.w1 * tx.w0);
+    if (tx.i1 >= 0) f(ty.i1 * w + tx.i1, ty.w1 * tx.w1);
+  }
+}
+}  // namespace
+
 Tensor rotate(const Tensor& x, double degrees) {
   const Dims d = dims_of(x, "rotate");
   const RotationMap m = rotation_map(d.h, d.w, degrees);
@@ -198,17 +216,8 @@ Tensor rotate(const Tensor& x, double degrees) {
     const float* src = x.data() + pl * d.h * d.w;
     float* dst = out.data() + pl * d.h * d.w;
     for (int64_t p = 0; p < d.h * d.w; ++p) {
-      const Taps& tx = m.tx[p];
-      const Taps& ty = m.ty[p];
       float v = 0.f;
-      if (ty.i0 >= 0) {
-        if (tx.i0 >= 0) v += ty.w0 * tx.w0 * src[ty.i0 * d.w + tx.i0];
-        if (tx.i1 >= 0) v += ty.w0 * tx.w1 * src[ty.i0 * d.w + tx.i1];
-      }
-      if (ty.i1 >= 0) {
-        if (tx.i0 >= 0) v += ty.w1 * tx.w0 * src[ty.i1 * d.w + tx.i0];
-        if (tx.i1 >= 0) v += ty.w1 * tx.w1 * src[ty.i1 * d.w + tx.i1];
-      }
+      for_each_tap(m, p, d.w, [&](int64_t i, float wt) { v += wt * src[i]; });
       dst[p] = v;
     }
   }
@@ -223,18 +232,7 @@ Tensor rotate_backward(const Tensor& grad_out, double degrees) {
   for (int64_t pl = 0; pl < d.planes; ++pl) {
     const float* go = grad_out.data() + pl * d.h * d.w;
     float* dst = gx.data() + pl * d.h * d.w;
-    for (int64_t p = 0; p < d.h * d.w; ++p) {
-      const Taps& tx = m.tx[p];
-      const Taps& ty = m.ty[p];
-      if (ty.i0 >= 0) {
-        if (tx.i0 >= 0) dst[ty.i0 * d.w + tx.i0] += ty.w0 * tx.w0 * go[p];
-        if (tx.i1 >= 0) dst[ty.i0 * d.w + tx.i1] += ty.w0 * tx.w1 * go[p];
-      }
-      if (ty.i1 >= 0) {
-        if (tx.i0 >= 0) dst[ty.i1 * d.w + tx.i0] += ty.w1 * tx.w0 * go[p];
-        if (tx.i1 >= 0) dst[ty.i1 * d.w + tx.i1] += ty.w1 * tx.w1 * go[p];
-      }
-    }
+    for (int64_t p = 0; p < d.h * d.w; ++p) for_each_tap(m, p, d.w, [&](int64_t i, float wt) { dst[i] += wt * go[p]; });
   }
   return gx;
 }
