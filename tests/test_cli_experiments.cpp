@@ -28,6 +28,7 @@
 #include "interpret/saliency/methods.h"
 #include "interpret/spade/calibration.h"
 #include "interpret/spade/sample_solutions.h"
+#include "support/cli_failures.h"
 #include "support/test_support.h"
 #include "train/dataset.h"
 #include "train/trainer.h"
@@ -41,8 +42,6 @@ using test::spade_cli;
 using Run = test::CliRun;
 
 namespace {
-
-int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
 int64_t argmax(const Tensor& logits) {
   return std::max_element(logits.data(), logits.data() + logits.dim(1)) - logits.data();
@@ -177,10 +176,7 @@ TEST_CASE("the experiment commands fail with one line and leave nothing behind",
   const std::string dir = test::temp_dir(), out = dir + "/out";
   const std::string base = " --model " + f.model + " --data " + f.data + " --threads 1 --quiet";
   const std::string trojan = base + " --rules " + f.rules;
-  struct Case {
-    std::string args, needle;
-  };
-  const std::vector<Case> cases = {
+  const std::vector<test::CliFailure> cases = {
       {"tune" + trojan, "--out"},
       {"eval trojan" + trojan, "--out"},
       {"eval insertion" + base, "--out"},
@@ -210,21 +206,7 @@ TEST_CASE("the experiment commands fail with one line and leave nothing behind",
        "--sparsity"},
       {"demo --model " + f.model + " --rules " + f.rules + " --out " + out + " --threads 1 --augs 0", "--augs"},
   };
-  for (size_t k = 0; k < cases.size(); ++k) {
-    // Each case writes to its own directory, so that one failure does not hide behind another.
-    const std::string own = out + "_" + std::to_string(k);
-    std::string args = cases[k].args;
-    for (size_t at = args.find(out); at != std::string::npos; at = args.find(out, at + own.size()))
-      args.replace(at, out.size(), own);
-    INFO(args);
-    const Run r = spade_cli(args);
-    INFO(r.err);
-    CHECK(r.status == 1);
-    CHECK(lines(r.err) == 1);
-    CHECK(r.err.find(cases[k].needle) != std::string::npos);
-    CHECK(r.out.empty());
-    CHECK(!fs::exists(own));
-  }
+  test::check_cli_failures(cases, out);
 }
 
 TEST_CASE("eval trojan: table, per-sample results the library reproduces, figures", "[experiments][cli]") {

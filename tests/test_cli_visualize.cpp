@@ -21,6 +21,7 @@
 #include "formats/npy.h"
 #include "interpret/spade/calibration.h"
 #include "interpret/spade/trace.h"
+#include "support/cli_failures.h"
 #include "support/test_support.h"
 
 using namespace spade;
@@ -39,8 +40,6 @@ std::string model_path() { return repo_path("models/cifar_resnet20_trojan.json")
 Run visualize(const std::string& args, const std::string& out) {
   return spade_cli("visualize --model " + model_path() + " --threads 1 --quiet --out " + out + " " + args);
 }
-
-int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
 const Model& model() {
   static const Model m = load_model(model_path());
@@ -308,10 +307,7 @@ TEST_CASE("visualize fails with one line and leaves no output directory", "[cli]
   const std::string png = dir + "/picture.png";
   save_png(png, synthetic_image(3));
   const std::string base = "visualize --model " + model_path() + " --threads 1 --quiet --steps 2";
-  struct Case {
-    std::string args, needle;
-  };
-  const std::vector<Case> cases = {
+  const std::vector<test::CliFailure> cases = {
       {base + " --out " + out, "--objective"},
       {base + " --objective logit:1", "--out"},
       {base + " --objective nosuch:1 --out " + out, "nosuch"},
@@ -330,19 +326,5 @@ TEST_CASE("visualize fails with one line and leaves no output directory", "[cli]
       {base + " --image " + dir + "/missing.png --out " + out, "missing.png"},
       {base + " --image " + png + " --input " + dir + "/x.npy --out " + out, "exactly one"},
   };
-  for (size_t k = 0; k < cases.size(); ++k) {
-    // Each case writes to its own directory, so that one failure does not hide behind another.
-    const std::string own = out + "_" + std::to_string(k);
-    std::string args = cases[k].args;
-    for (size_t at = args.find(out); at != std::string::npos; at = args.find(out, at + own.size()))
-      args.replace(at, out.size(), own);
-    INFO(args);
-    const Run r = spade_cli(args);
-    INFO(r.err);
-    CHECK(r.status == 1);
-    CHECK(lines(r.err) == 1);
-    CHECK(r.err.find(cases[k].needle) != std::string::npos);
-    CHECK(r.out.empty());
-    CHECK(!fs::exists(own));
-  }
+  test::check_cli_failures(cases, out);
 }
