@@ -1,4 +1,5 @@
-// `spade visualize` run as a user would, on the committed 32x32 CIFAR ResNet-20: --help, the files
+// `spade visualize` and `spade eval featurevis` run as a user would, on the committed 32x32 CIFAR
+// ResNet-20. visualize: --help, the files
 // of a dense run and of a run with --image and --spade, determinism, and one-line errors that
 // leave no output directory behind. The objective values it reports are recomputed here from the
 // images it wrote (a forward pass of the model, the layer's mean read off the activations), and
@@ -10,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -327,4 +329,69 @@ TEST_CASE("visualize fails with one line and leaves no output directory", "[cli]
       {base + " --image " + png + " --input " + dir + "/x.npy --out " + out, "exactly one"},
   };
   test::check_cli_failures(cases, out);
+}
+
+TEST_CASE("eval featurevis: votes, rates and stuck counts agree with the per-image record", "[cli][featurevis]") {
+  REQUIRE(fs::exists(model_path()));
+  const std::string dir = test::temp_dir(), data = dir + "/data", out = dir + "/fv";
+  const char* classes[3] = {"airplane", "automobile", "bird"};
+  for (int i = 0; i < 6; ++i) {
+    fs::create_directories(data + "/" + classes[i % 3]);
+    save_png(data + "/" + classes[i % 3] + "/img" + std::to_string(i) + ".png", synthetic_image(40 + i));
+  }
+  const std::string base = "eval featurevis --model " + model_path() + " --data " + data +
+                           " --threads 1 --augs 16 --steps 8 --limit 4";
+  const Run r = spade_cli(base + " --out " + out + " --figures --margin 0.01");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("| Dense |") != std::string::npos);
+  const nlohmann::json res = nlohmann::json::parse(test::slurp(out + "/results.json"));
+  REQUIRE(res["per_image"].size() == 4);
+  CHECK(fs::exists(out + "/table.md"));
+  for (int k = 0; k < 4; ++k) CHECK(fs::exists(out + "/figures/00" + std::to_string(k) + ".png"));
+  // The images are spread over the folder (class by class): indices 0, 1, 3, 4 of 6.
+  CHECK(res["per_image"][0]["image"] == "airplane/img0.png");
+  CHECK(res["per_image"][2]["label"] == "automobile");
+  for (const char* variant : {"dense", "spade"}) {
+    int agree = 0, undecided = 0;
+    double mean = 0;
+    for (const auto& row : res["per_image"]) {
+      const auto& v = row[variant];
+      const double d = v["cos_top"].get<double>() - v["cos_bottom"].get<double>();
+      const std::string expect = d > 0.01 ? "agree" : (d < -0.01 ? "disagree" : "undecided");
+      CHECK(v["vote"] == expect);
+      agree += expect == "agree";
+      undecided += expect == "undecided";
+      mean += d / 4;
+      // The patches lie inside the 32x32 image (16x16 by default) and do not overlap.
+      const int ty = row["top_patch"][0], tx = row["top_patch"][1], by = row["bottom_patch"][0], bx = row["bottom_patch"][1];
+      CHECK((ty >= 0 && tx >= 0 && ty + 16 <= 32 && tx + 16 <= 32 && by + 16 <= 32 && bx + 16 <= 32));
+      CHECK((std::abs(ty - by) >= 16 || std::abs(tx - bx) >= 16));
+    }
+    INFO(variant);
+    CHECK(res[variant]["agree"].get<double>() == Approx(agree / 4.0));
+    CHECK(res[variant]["undecided"].get<double>() == Approx(undecided / 4.0));
+    CHECK(res[variant]["mean_difference"].get<double>() == Approx(mean).margin(1e-12));
+  }
+  int stuck = 0;
+  for (const auto& row : res["per_image"]) stuck += row["spade"]["stuck"].get<bool>();
+  CHECK(res["spade_stuck"] == stuck);
+  // The dense visualisation of one class does not depend on the image: images of the same predicted
+  // class share its objective values.
+  std::map<int64_t, double> dense_final;
+  for (const auto& row : res["per_image"]) {
+    const int64_t c = row["predicted"];
+    const double v = row["dense"]["objective_final"];
+    if (dense_final.count(c)) CHECK(dense_final[c] == v);
+    dense_final[c] = v;
+  }
+
+  test::check_cli_failures({{base + " --out " + out + "x --limit 0", "--limit"},
+                            {base + " --out " + out + "x --spade off", "--spade"},
+                            {base + " --out " + out + "x --margin -1", "--margin"},
+                            {base + " --out " + out + "x --patch 40", "--patch"},
+                            {base + " --out " + out + "x --steps 0", "--steps"},
+                            {"eval featurevis --model " + model_path() + " --out " + out + "x", "--data"},
+                            {base + " --out " + out + "x --data " + dir + "/nowhere", "nowhere"}},
+                           out + "x");
 }
