@@ -23,6 +23,8 @@ std::vector<uint8_t> read_file(const std::string& path) {
   if (!f) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
   std::error_code ec;
   if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected a file");
+  // A device or a pipe (/dev/zero, /dev/stdin) may never end: only regular files are read whole.
+  if (!fs::is_regular_file(path, ec)) throw Error(path + ": not a regular file");
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   return bytes;
 }

@@ -42,7 +42,7 @@ TrojanRules parse_rules(const std::string& text, const std::string& path, const 
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw Error(path + ": not valid JSON (" + std::string(e.what()) + ")");
   }
   if (!j.is_object() || !j.contains("rules") || !j["rules"].is_array() || j["rules"].empty())
