@@ -171,7 +171,7 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
       for (int64_t i = 0; i < 3; ++i) row.push_back(tensor_to_image(shown.slice0(i, i + 1), m.preprocess.mean, m.preprocess.std));
       row.push_back(unit_image(dense_run.images, 0));
       row.push_back(unit_image(spade_vis, 0));
-      char name[32];
+      char name[48];
       std::snprintf(name, sizeof name, "figures/%03zu.png", k);
       save_png(join_path(out_dir, name),
                panel({row}, {m.labels.at(cls)}, {"image", "top", "bottom", "dense", "spade"}, 4));

@@ -1,5 +1,6 @@
 #include "engine/graph.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -88,6 +89,18 @@ int Graph::add(const std::string& name, OpKind op, const OpAttrs& a, const std::
   auto positive = [&](int64_t v, const char* what) {
     if (v <= 0) throw Error("node \"" + name + "\": " + what + " must be positive, got " + std::to_string(v));
   };
+  // Parameters are allocated here, so absurd sizes (a model file claiming 10^12 channels) are
+  // refused before any allocation: at most 2^30 elements (4 GiB) per parameter, the largest
+  // layer of any real network being about 10^8.
+  auto check_size = [&](std::initializer_list<int64_t> dims) {
+    constexpr int64_t kMaxParamElements = int64_t(1) << 30;
+    int64_t n = 1;
+    for (int64_t d : dims) {
+      if (d > kMaxParamElements || n > kMaxParamElements / std::max<int64_t>(d, 1))
+        throw Error("node \"" + name + "\": parameters of more than 2^30 elements are refused");
+      n *= d;
+    }
+  };
   switch (op) {
     case OpKind::Conv2d:
       positive(a.in_channels, "in_channels");
@@ -102,11 +115,13 @@ int Graph::add(const std::string& name, OpKind op, const OpAttrs& a, const std::
       if (a.in_channels % a.groups || a.out_channels % a.groups)
         throw Error("node \"" + name + "\": channels " + std::to_string(a.in_channels) + "->" +
                     std::to_string(a.out_channels) + " not divisible by groups " + std::to_string(a.groups));
+      check_size({a.out_channels, a.in_channels / a.groups, a.kernel[0], a.kernel[1]});
       n.params["weight"] = Tensor({a.out_channels, a.in_channels / a.groups, a.kernel[0], a.kernel[1]});
       if (a.bias) n.params["bias"] = Tensor({a.out_channels});
       break;
     case OpKind::BatchNorm2d:
       positive(a.in_channels, "num_features");
+      check_size({a.in_channels});
       n.params["weight"] = Tensor::full({a.in_channels}, 1.f);
       n.params["bias"] = Tensor({a.in_channels});
       n.params["running_mean"] = Tensor({a.in_channels});
@@ -115,6 +130,7 @@ int Graph::add(const std::string& name, OpKind op, const OpAttrs& a, const std::
     case OpKind::Linear:
       positive(a.in_channels, "in_features");
       positive(a.out_channels, "out_features");
+      check_size({a.out_channels, a.in_channels});
       n.params["weight"] = Tensor({a.out_channels, a.in_channels});
       if (a.bias) n.params["bias"] = Tensor({a.out_channels});
       break;

@@ -109,6 +109,13 @@ TEST_CASE("malformed model JSON gives one clear error naming the file", "[model]
   fails(R"({"format": "spade-model", "version": 9})", "version 9");
   fails(R"({"format": "spade-model"})", "needs \"nodes\"");
   fails(R"({"format": "spade-model", "nodes": [{"name": "a", "op": "warp", "inputs": ["input"]}]})", "unknown op");
+  // Absurd sizes are refused before anything is allocated.
+  fails(R"({"format": "spade-model", "nodes": [{"name": "c", "op": "conv2d", "inputs": ["input"], "in_channels": 3,
+            "out_channels": 1000000000000, "kernel": 3}]})",
+        "more than 2^30 elements");
+  fails(R"({"format": "spade-model", "nodes": [{"name": "f", "op": "flatten", "inputs": ["input"]},
+            {"name": "l", "op": "linear", "inputs": ["f"], "in_features": 4611686018427387904, "out_features": 4}]})",
+        "more than 2^30 elements");
   fails(R"({"format": "spade-model", "nodes": [{"name": "a", "op": "relu", "inputs": ["nope"]}]})", "not an earlier node");
   fails(R"({"format": "spade-model", "nodes": [{"name": "c", "op": "conv2d", "inputs": ["input"], "in_channels": 3, "out_channels": 4}]})",
         "missing \"kernel\"");
