@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 mode="${1:-demo}"
 build="${SPADE_BUILD_DIR:-build}"
 
-packages=(cmake g++ make libeigen3-dev nlohmann-json3-dev catch2 libstb-dev)
+packages=(cmake g++ make libeigen3-dev nlohmann-json3-dev catch2 libstb-dev zlib1g-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,7 @@
 
 #include "engine/error.h"
 #include "formats/file_io.h"
+#include "formats/png_check.h"
 
 namespace spade {
 
@@ -46,6 +47,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
     throw Error(name + ": image is " + dims_str(w, h) + ", larger than the limit of " +
                 std::to_string(kMaxImageSide) + " pixels per side and " +
                 std::to_string(kMaxImagePixels) + " pixels in all");
+  if (is_png(data, size)) check_png_stream(data, size, name);
   int dw = 0, dh = 0, dc = 0;
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
       stbi_load_from_memory(data, len, &dw, &dh, &dc, 3), stbi_image_free);

@@ -1,5 +1,5 @@
 # Finds the system packages spade builds against (Debian: libeigen3-dev, nlohmann-json3-dev,
-# catch2, libstb-dev). Nothing here is copied third-party code.
+# catch2, libstb-dev, zlib1g-dev). Nothing here is copied third-party code.
 find_package(Eigen3 3.4 REQUIRED NO_MODULE)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(OpenMP REQUIRED)
@@ -22,3 +22,6 @@ if(STB_LIBRARY)
   target_link_libraries(spade::stb INTERFACE ${STB_LIBRARY})
   set(SPADE_STB_LINKED ON)
 endif()
+
+# zlib (zlib1g-dev): checks a PNG's compressed data before stb decodes it (formats/png_check.h).
+find_package(ZLIB REQUIRED)

@@ -1,0 +1,95 @@
+#include "formats/png_check.h"
+
+#include <zlib.h>
+
+#include <cstring>
+#include <vector>
+
+#include "engine/error.h"
+
+namespace spade {
+
+namespace {
+
+const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
+
+// Bytes of filtered scanlines an image of this header needs: one filter byte per row plus the
+// packed samples; interlaced images have up to seven passes, each adding a filter byte and at most
+// one partial byte per row.
+uint64_t raw_size_bound(uint64_t w, uint64_t h, int bit_depth, int colour_type, bool interlaced) {
+  int channels = 0;
+  switch (colour_type) {
+    case 0: channels = 1; break;
+    case 2: channels = 3; break;
+    case 3: channels = 1; break;
+    case 4: channels = 2; break;
+    case 6: channels = 4; break;
+    default: return 0;
+  }
+  const uint64_t row = (w * uint64_t(channels) * uint64_t(bit_depth) + 7) / 8;
+  uint64_t bound = h * (1 + row);
+  if (interlaced) bound += 7 * (2 * h + 1);
+  return bound;
+}
+
+}  // namespace
+
+bool is_png(const uint8_t* data, size_t size) { return size >= 8 && std::memcmp(data, kSignature, 8) == 0; }
+
+void check_png_stream(const uint8_t* data, size_t size, const std::string& name) {
+  auto fail = [&](const std::string& why) { throw Error(name + ": corrupt PNG (" + why + ")"); };
+  if (!is_png(data, size)) fail("no PNG signature");
+  size_t pos = 8;
+  uint64_t bound = 0;
+  bool header = false, end = false;
+  z_stream z;
+  std::memset(&z, 0, sizeof z);
+  if (inflateInit(&z) != Z_OK) fail("cannot start zlib");
+  std::vector<uint8_t> scratch(1 << 16);
+  uint64_t inflated = 0;
+  bool stream_end = false;
+  try {
+    while (!end) {
+      if (size - pos < 12) fail("truncated chunk");
+      const uint32_t len = be32(data + pos);
+      const uint8_t* type = data + pos + 4;
+      if (len > size - pos - 12) fail("chunk longer than the file");
+      const uint8_t* body = data + pos + 8;
+      if (!header) {
+        if (std::memcmp(type, "IHDR", 4) != 0 || len != 13) fail("the first chunk is not a 13-byte IHDR");
+        bound = raw_size_bound(be32(body), be32(body + 4), body[8], body[9], body[12] == 1);
+        if (bound == 0) fail("unsupported colour type");
+        header = true;
+      } else if (std::memcmp(type, "IDAT", 4) == 0) {
+        if (stream_end) {
+          if (len > 0) fail("data after the end of the compressed stream");
+        } else {
+          z.next_in = const_cast<Bytef*>(body);
+          z.avail_in = len;
+          while (z.avail_in > 0 && !stream_end) {
+            z.next_out = scratch.data();
+            z.avail_out = uInt(scratch.size());
+            const int rc = inflate(&z, Z_NO_FLUSH);
+            inflated += scratch.size() - z.avail_out;
+            if (inflated > bound) fail("the pixel data inflates to more than the header's image size");
+            if (rc == Z_STREAM_END) stream_end = true;
+            else if (rc != Z_OK && rc != Z_BUF_ERROR) fail(std::string("zlib: ") + (z.msg ? z.msg : "error"));
+            else if (rc == Z_BUF_ERROR && z.avail_out != 0) break;  // needs more input: the next IDAT
+          }
+        }
+      } else if (std::memcmp(type, "IEND", 4) == 0) {
+        end = true;
+      }
+      pos += size_t(len) + 12;
+    }
+  } catch (...) {
+    inflateEnd(&z);
+    throw;
+  }
+  inflateEnd(&z);
+  if (!stream_end) fail("the compressed pixel data is incomplete");
+}
+
+}  // namespace spade
