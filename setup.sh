@@ -3,6 +3,8 @@
 #   ./setup.sh demo    install what is missing (apt), build, run the Trojan demo (spade demo)
 #   ./setup.sh test    install what is missing, build, run every test
 #   ./setup.sh build   install what is missing and build
+#   ./setup.sh sanitize  build with AddressSanitizer + UndefinedBehaviorSanitizer (CPU only) into
+#                      build-sanitize/ and run the test suite there (docs/reliability.md)
 # The build goes to build/ (override with SPADE_BUILD_DIR); extra CMake flags via SPADE_CMAKE_FLAGS
 # (e.g. -DSPADE_CUDA=OFF).
 set -euo pipefail
@@ -24,6 +26,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 jobs="$(nproc 2>/dev/null || echo 2)"
+if [ "$mode" = sanitize ]; then
+  sbuild="${SPADE_SANITIZE_BUILD_DIR:-build-sanitize}"
+  cmake -S . -B "$sbuild" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPADE_SANITIZE=ON -DSPADE_CUDA=OFF >/dev/null
+  cmake --build "$sbuild" -j "$jobs" --target spade spade_tests
+  # Any report fails the test that triggered it; leaks are reported too.
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+  (cd "$sbuild" && ctest --output-on-failure -j "$jobs" ${SPADE_SANITIZE_CTEST_ARGS:-})
+  exit 0
+fi
 # shellcheck disable=SC2086
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release ${SPADE_CMAKE_FLAGS:-} >/dev/null
 cmake --build "$build" -j "$jobs"
@@ -39,7 +51,7 @@ case "$mode" in
     "$build/spade" demo --out demo_out
     ;;
   *)
-    echo "usage: ./setup.sh [demo|test|build]" >&2
+    echo "usage: ./setup.sh [demo|test|build|sanitize]" >&2
     exit 2
     ;;
 esac

@@ -981,7 +981,7 @@ TEST_CASE("spade train: a tiny run, predict with its model, resume, and Trojan p
     CHECK(SafetensorsFile(dir + "/r.ckpt.safetensors").metadata().at("epochs_done") == "2");
     CHECK(fs::exists(dir + "/r.json"));
 
-    for (const std::string& other : {" --epochs 2 --seed 3", " --epochs 3", " --epochs 2 --lr 0.2"}) {
+    for (const char* other : {" --epochs 2 --seed 3", " --epochs 3", " --epochs 2 --lr 0.2"}) {
       INFO(other);
       const test::CliRun bad =
           test::spade_cli(common + other + " --resume " + dir + "/m.ckpt.safetensors --out " + dir + "/b.json");
