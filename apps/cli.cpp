@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "engine/backend.h"
@@ -145,6 +146,22 @@ Tensor load_input(const Args& a, const Model& m) {
   for (int64_t i = 0; i < x.numel(); ++i)
     if (!std::isfinite(x[i])) throw Error(src + ": input contains NaN or Inf");
   return x;
+}
+
+void refuse_overwriting_inputs(const Args& a, const std::vector<std::string>& outputs,
+                               const std::vector<std::string>& input_options,
+                               const std::vector<std::string>& extra_inputs) {
+  std::vector<std::pair<std::string, std::string>> inputs;  // (what, path)
+  for (const std::string& o : input_options)
+    if (a.has(o)) inputs.push_back({"--" + o, a.get(o)});
+  for (const std::string& e : extra_inputs)
+    if (!e.empty()) inputs.push_back({"the input", e});
+  for (const std::string& out : outputs)
+    for (const auto& [what, in] : inputs) {
+      std::error_code ec;
+      if (std::filesystem::exists(out, ec) && std::filesystem::equivalent(out, in, ec) && !ec)
+        throw Error(out + ": the output would overwrite " + what + " (" + in + "); choose another --out");
+    }
 }
 
 std::vector<float> softmax(const float* logits, int64_t n) {

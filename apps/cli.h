@@ -55,6 +55,13 @@ Device device_from(const Args& a);
 // already normalised). Refuses NaN/Inf and shapes the model cannot take.
 Tensor load_input(const Args& a, const Model& m);
 
+// Refuses outputs that would overwrite an input: each of `outputs` is compared (as the same file on
+// disk) with the values of the options `input_options` and with `extra_inputs` (e.g. the weights a
+// model JSON names). Throws Error naming both.
+void refuse_overwriting_inputs(const Args& a, const std::vector<std::string>& outputs,
+                               const std::vector<std::string>& input_options,
+                               const std::vector<std::string>& extra_inputs = {});
+
 // Softmax of one row of logits.
 std::vector<float> softmax(const float* logits, int64_t n);
 

@@ -121,6 +121,9 @@ int cmd_train(int argc, char** argv, int first) {
                  (a.get_int("limit") > 0 ? " limit " + a.get("limit") : "");
 
   const std::string ckpt = a.has("checkpoint") ? a.get("checkpoint") : stem_of(out) + ".ckpt.safetensors";
+  // --resume may name the checkpoint this run rewrites; the data and rules must survive.
+  refuse_overwriting_inputs(a, {out, stem_of(out) + ".safetensors", stem_of(out) + ".train.json", ckpt},
+                            {"data", "test", "trojan"});
   train::TrainState state;
   if (a.has("resume")) {
     state = train::load_checkpoint(a.get("resume"), m, cfg, data.size());

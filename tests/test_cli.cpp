@@ -131,6 +131,11 @@ TEST_CASE("bad input gives a one-line error naming the problem and a non-zero ex
       {"prune --model " + model + " --calib " + dir + "/nan.npy --out " + dir + "/t.safetensors", "NaN"},
       {"prune --model " + model + " --calib " + dir + "/wrong.npy --out " + dir + "/t.safetensors", "wrong.npy"},
       {"prune --model " + model + " --image " + img, "--out"},
+      // Outputs never overwrite inputs: the model's own weights, the model JSON, the image.
+      {"prune --model " + model + " --image " + img + " --out " + dir + "/m.safetensors", "would overwrite the input"},
+      {"prune --model " + model + " --image " + img + " --out " + img, "would overwrite --image"},
+      {"convert --model " + model + " --out " + model, "would overwrite --model"},
+      {"convert --model cifar_resnet20 --weights " + dir + "/m.safetensors --out " + model, "would overwrite --weights"},
   };
   for (const Case& c : cases) {
     INFO(c.args);
@@ -141,6 +146,8 @@ TEST_CASE("bad input gives a one-line error naming the problem and a non-zero ex
     CHECK(r.err.find(c.needle) != std::string::npos);
   }
   CHECK(!fs::exists(dir + "/t.safetensors"));  // no failed prune left a trace behind
+  CHECK(load_model(model).weights_path == dir + "/m.safetensors");  // the inputs are intact
+  CHECK(load_image(img).width > 0);
   // A failed convert leaves nothing behind.
   CHECK(!fs::exists(dir + "/c.json"));
   CHECK(!fs::exists(dir + "/c.safetensors"));
