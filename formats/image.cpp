@@ -33,6 +33,31 @@ void check_output_size(int w, int h, const char* what) {
                 std::to_string(kMaxImageSide) + " per side)");
 }
 
+uint32_t le32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+
+// An uncompressed BMP must hold its pixels: stb reads missing bytes as zeros, so a 60-byte file
+// claiming 190 Mpixel (found by fuzzing) would make it allocate and fill 570 MB.
+void check_bmp_size(const uint8_t* data, size_t size, int w, int h, const std::string& name) {
+  if (size < 30) return;  // stb refuses these itself
+  const uint32_t offset = le32(data + 10), dib = le32(data + 14);
+  uint32_t bpp = 0, compression = 0;
+  if (dib == 12) {
+    bpp = uint32_t(data[24]) | uint32_t(data[25]) << 8;
+  } else if (dib >= 40 && size >= 34) {
+    bpp = uint32_t(data[28]) | uint32_t(data[29]) << 8;
+    compression = le32(data + 30);
+  } else {
+    return;
+  }
+  // BI_RGB, BI_BITFIELDS and BI_ALPHABITFIELDS store every pixel; the RLE kinds may be smaller.
+  if (compression != 0 && compression != 3 && compression != 6) return;
+  const uint64_t row = (uint64_t(bpp) * uint64_t(w) + 31) / 32 * 4;
+  const uint64_t needed = uint64_t(offset) + row * uint64_t(h);
+  if (needed > size)
+    throw Error(name + ": truncated BMP (its header declares " + dims_str(w, h) + " at " + std::to_string(bpp) +
+                " bits per pixel, " + std::to_string(needed) + " bytes, but the file has " + std::to_string(size) + ")");
+}
+
 }  // namespace
 
 Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
@@ -55,6 +80,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
                 std::to_string(kMaxImageSide) + " pixels per side and " +
                 std::to_string(kMaxImagePixels) + " pixels in all");
   if (is_png(data, size)) check_png_stream(data, size, name);
+  if (data[0] == 'B' && data[1] == 'M') check_bmp_size(data, size, w, h, name);
   int dw = 0, dh = 0, dc = 0;
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
       stbi_load_from_memory(data, len, &dw, &dh, &dc, 3), stbi_image_free);

@@ -159,6 +159,15 @@ TEST_CASE("decode_image rejects bad input with an error naming the file", "[imag
     CHECK(msg.find("cut.png") != std::string::npos);
     CHECK(msg.find("corrupt PNG") != std::string::npos);  // refused before stb sees it
   }
+  SECTION("a BMP far smaller than its pixels") {
+    // Found by fuzzing: 60 bytes declaring 12553x15111 uncompressed pixels.
+    const std::vector<uint8_t> bmp = read_file(std::string(SPADE_FUZZ_DIR) + "/crashes/image/bmp-190mpixel-60-bytes-slow.bmp");
+    std::string msg = error_of([&] { decode_image(bmp.data(), bmp.size(), "tiny.bmp"); });
+    CHECK(msg.find("tiny.bmp: truncated BMP") != std::string::npos);
+    // A whole BMP still decodes (the fixture's 24-bit pixels are all there).
+    const std::vector<uint8_t> ok = read_file(image_path("small.bmp"));
+    CHECK(decode_image(ok.data(), ok.size(), "small.bmp").width > 0);
+  }
   SECTION("a PNG whose pixel data never ends") {
     // Found by fuzzing: a 1x1 PNG with a truncated zlib stream, which stb's inflater reads on as
     // zeros until it has allocated 2 GB.
