@@ -233,10 +233,11 @@ TEST_CASE("augment_batch is sliceable, thread-independent and normalises apply_a
   CHECK(same_bits(augment_batch(src, c, 99, 3, 2), all.slice0(3, 5)));
   CHECK(!same_bits(augment_batch(src, c, 100, 0, 5), all));
 
-  const int before = kernels::num_threads();
-  kernels::set_num_threads(1);
-  const Tensor serial = augment_batch(src, c, 99, 0, 5);
-  kernels::set_num_threads(before);
+  Tensor serial;
+  {
+    test::ThreadGuard one(1);
+    serial = augment_batch(src, c, 99, 0, 5);
+  }
   CHECK(same_bits(serial, all));
 
   const int64_t hw = 20 * 20;

@@ -227,7 +227,10 @@ TEST_CASE("eval trojan: table, per-sample results the library reproduces, figure
   CHECK(res.at("settings").at("saliency").at("sparsity") == "uniform 0.9");
 
   // Every sample: an odd test image the trigger fools the dense model on; its dense, FastSPADE
-  // and SPADE saliency scores recomputed here (uniform 0.9, 16 augmentations of seed 0 + index).
+  // and SPADE saliency scores recomputed here (uniform 0.9, 16 augmentations of seed 0 + index)
+  // with the command's one thread: small Hessians are summed per thread, and a rounding-level
+  // change may move a SparseGPT mask.
+  const test::ThreadGuard one_thread(1);
   const interp::MethodParams params = interp::experiment_params("saliency", f.m);
   const interp::Network dense{f.m.graph, nullptr, 32};
   std::set<int64_t> seen;
@@ -358,6 +361,7 @@ TEST_CASE("tune writes a schedule per method that eval trojan reads", "[experime
 
   // The same search with the library, on the pool of even test images, with the Hessians of 16
   // augmentations (seed 0 + image index) in batches of 32.
+  const test::ThreadGuard one_thread(1);  // as the command ran
   interp::PoolOptions po;
   po.count = 2;
   po.parity = 0;
@@ -390,6 +394,7 @@ TEST_CASE("tune writes a schedule per method that eval trojan reads", "[experime
     CHECK(res.at("settings").at("input_x_gradient").at("sparsity") == "uniform 0.9");
     CHECK(!fs::exists(eval + "/figures/sample_0.png"));
     // The FastSPADE map of the tuned schedule, recomputed.
+    const test::ThreadGuard one_thread(1);
     const json& row = res.at("per_sample").at(0);
     const int64_t i = index_of(f.test, row.at("image"));
     const trojan::Triggered t = trojan::apply_rule(f.test.image(i), f.r.rules[0], f.r, 0, i);
@@ -418,6 +423,7 @@ TEST_CASE("eval insertion: dense and FastSPADE insertion/deletion on clean image
   const json& per = res.at("per_image");
   REQUIRE(per.size() == 2);
   // The first two images of the seeded order; the class explained is the dense prediction.
+  const test::ThreadGuard one_thread(1);
   const std::vector<int64_t> order = train::epoch_order(f.test.size(), 0, 0);
   const interp::Network dense{f.m.graph, nullptr, 32};
   interp::InsertionDeletionParams idp;

@@ -11,6 +11,7 @@
 
 #include "kernels/cpu/obc.h"
 #include "kernels/cpu/parallel.h"
+#include "support/test_support.h"
 
 using namespace spade;
 using kernels::ObcOptions;
@@ -219,11 +220,6 @@ ObcStats prune(Layer& l, int64_t block, double sparsity) {
   return kernels::obc_prune(l.W.data(), l.rows, l.cols, l.H.data(), opt);
 }
 
-// Restores the thread count a test changed.
-struct ThreadGuard {
-  int saved = kernels::num_threads();
-  ~ThreadGuard() { kernels::set_num_threads(saved); }
-};
 
 }  // namespace
 
@@ -418,7 +414,7 @@ TEST_CASE("obc_prune rejects a block that does not divide the columns", "[obc]")
 }
 
 TEST_CASE("obc_prune does not depend on the thread count", "[obc]") {
-  ThreadGuard guard;
+  test::ThreadGuard guard;
   const Layer base = random_layer(7, 96, 61);
   for (int64_t block : {1, 4}) {
     Layer one = base, two = base;

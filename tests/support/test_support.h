@@ -8,6 +8,7 @@
 
 #include "engine/tensor.h"
 #include "formats/image.h"
+#include "kernels/cpu/parallel.h"
 
 namespace spade::test {
 
@@ -38,5 +39,15 @@ struct CliRun {
   std::string out, err;
 };
 CliRun spade_cli(const std::string& args);
+
+// Sets the engine's thread count for a scope and restores it. Results are bit-identical only for
+// a given thread count (docs/architecture.md), so a test that recomputes what a `--threads N`
+// command wrote sets N here first.
+struct ThreadGuard {
+  int saved = kernels::num_threads();
+  ThreadGuard() = default;
+  explicit ThreadGuard(int threads) { kernels::set_num_threads(threads); }
+  ~ThreadGuard() { kernels::set_num_threads(saved); }
+};
 
 }  // namespace spade::test
