@@ -1,6 +1,7 @@
 #include "engine/tensor.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -85,6 +86,17 @@ class HostBlockCache {
 
 constexpr size_t kCacheMinBytes = 256 * 1024;
 
+// Bytes of host tensor storage alive now and at most since the last reset (the memory estimate's
+// tests measure passes with it).
+std::atomic<int64_t> g_live_bytes{0}, g_peak_bytes{0};
+
+void count_allocation(int64_t bytes) {
+  const int64_t live = g_live_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  int64_t peak = g_peak_bytes.load(std::memory_order_relaxed);
+  while (live > peak && !g_peak_bytes.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
+  }
+}
+
 // 64-byte aligned so that Eigen and the compiler can use full-width vector loads; large blocks
 // on huge pages (kernels/cpu/memory.h).
 std::shared_ptr<float> allocate(int64_t n) {
@@ -98,8 +110,15 @@ std::shared_ptr<float> allocate(int64_t n) {
     p = kernels::allocate_host(bytes);
   }
   if (!p) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
-  if (!cached) return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
-  return std::shared_ptr<float>(static_cast<float*>(p), [bytes](float* q) {
+  const int64_t used = std::max<int64_t>(n, 1) * static_cast<int64_t>(sizeof(float));
+  count_allocation(used);
+  if (!cached)
+    return std::shared_ptr<float>(static_cast<float*>(p), [used](float* q) {
+      g_live_bytes.fetch_sub(used, std::memory_order_relaxed);
+      std::free(q);
+    });
+  return std::shared_ptr<float>(static_cast<float*>(p), [bytes, used](float* q) {
+    g_live_bytes.fetch_sub(used, std::memory_order_relaxed);
     if (!HostBlockCache::get().give(q, bytes)) std::free(q);
   });
 }
@@ -188,6 +207,12 @@ void synchronize(Device device) {
 }
 
 void release_host_cache() { HostBlockCache::get().clear(); }
+
+HostTensorMemory host_tensor_memory() {
+  return {g_live_bytes.load(std::memory_order_relaxed), g_peak_bytes.load(std::memory_order_relaxed)};
+}
+
+void reset_host_tensor_peak() { g_peak_bytes.store(g_live_bytes.load(std::memory_order_relaxed), std::memory_order_relaxed); }
 
 Tensor Tensor::empty(Shape shape) { return empty(std::move(shape), Device::CPU); }
 

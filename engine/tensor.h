@@ -77,6 +77,15 @@ Tensor cat0(const std::vector<Tensor>& parts);
 // Frees the large blocks that tensors returned for reuse (see tensor.cpp).
 void release_host_cache();
 
+// Bytes held by CPU tensors (as asked for, before rounding): now, and the most since the last
+// reset_host_tensor_peak() (which sets it to what is held now).
+struct HostTensorMemory {
+  int64_t live = 0;
+  int64_t peak = 0;
+};
+HostTensorMemory host_tensor_memory();
+void reset_host_tensor_peak();
+
 // Whether this build has the CUDA backend and a usable GPU; the default device of commands.
 bool cuda_backend_available();
 Device default_device();

@@ -376,15 +376,6 @@ TEST_CASE("DeviceBuffer returns its block and moves ownership", "[cuda][allocato
   CHECK(zero.empty());
 }
 
-TEST_CASE("format_bytes", "[cuda][allocator]") {
-  CHECK(format_bytes(0) == "0 B");
-  CHECK(format_bytes(1023) == "1023 B");
-  CHECK(format_bytes(1024) == "1.00 KiB");
-  CHECK(format_bytes(1536) == "1.50 KiB");
-  CHECK(format_bytes(3 * MiB) == "3.00 MiB");
-  CHECK(format_bytes(size_t{5} << 30) == "5.00 GiB");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Host-only: error reporting
 

@@ -1,5 +1,9 @@
 #include "kernels/cpu/memory.h"
 
+#include <unistd.h>
+
+#include <cstdio>
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -16,6 +20,25 @@ void* allocate_host(size_t bytes) {
   if (p) madvise(p, bytes, MADV_HUGEPAGE);  // advisory: ignored where huge pages are off
 #endif
   return p;
+}
+
+int64_t physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
+}
+
+std::string format_bytes(size_t bytes) {
+  static const char* const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (bytes < 1024) return std::to_string(bytes) + " B";
+  double v = static_cast<double>(bytes) / 1024.0;
+  int u = 0;
+  while (v >= 1024.0 && u < 5) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f %s", v, units[u]);
+  return buf;
 }
 
 }  // namespace spade::kernels

@@ -23,10 +23,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/cpu/memory.h"
+
 namespace spade {
 
-// "512 B", "4.00 KiB", "1.50 GiB": for log lines and error messages.
-std::string format_bytes(size_t bytes);
+using kernels::format_bytes;  // kernels/cpu/memory.h
 
 struct AllocatorStats {
   size_t bytes_in_use = 0;     // rounded sizes of the blocks handed out and not yet returned
