@@ -11,7 +11,11 @@
 #include "engine/backend.h"
 #include "formats/image.h"
 #include "formats/npy.h"
+#include "kernels/cpu/memory.h"
 #include "kernels/cpu/parallel.h"
+#ifdef SPADE_WITH_CUDA
+#include "kernels/cuda/device.h"
+#endif
 
 namespace spade::cli {
 
@@ -114,6 +118,46 @@ Device device_from(const Args& a) {
     backend::set_allow_tf32(true);
   }
   return d;
+}
+
+void add_memory_option(std::vector<Option>& opts) {
+  opts.push_back({"max-memory", "SIZE",
+                  "refuse a --batch whose estimated memory exceeds SIZE (e.g. 8G, 512M; default: 80% of the device's memory)",
+                  ""});
+}
+
+void check_batch_memory(const Args& a, const Model& m, int64_t batch, PassKind kind, Device device, int64_t side,
+                        const std::string& batch_option) {
+  if (batch < 1) throw Error(batch_option + " must be at least 1");
+  int64_t limit = 0;
+  std::string limit_text;
+  if (a.has("max-memory")) {
+    limit = parse_size(a.get("max-memory"), "--max-memory");
+    limit_text = "--max-memory " + kernels::format_bytes(limit);
+  } else {
+    int64_t total = device == Device::CPU ? kernels::physical_memory_bytes() : 0;
+#ifdef SPADE_WITH_CUDA
+    if (device == Device::CUDA) total = static_cast<int64_t>(cuda_device_info(cuda_current_device()).total_memory);
+#endif
+    if (total <= 0) return;  // unknown: nothing to check against
+    limit = total / 10 * 8;
+    limit_text = "80% of the " + kernels::format_bytes(total) + (device == Device::CPU ? " of RAM" : " of the GPU") +
+                 " (--max-memory)";
+  }
+  Graph sized = m.graph;  // shares the weights; only the input size differs
+  if (side > 0) sized.input_chw = {m.graph.input_chw[0], side, side};
+  else if (m.preprocess.crop > 0) sized.input_chw = {m.graph.input_chw[0], m.preprocess.crop, m.preprocess.crop};
+  const MemoryEstimate e = estimate_pass_memory(sized, kind, device == Device::CPU ? kernels::num_threads() : 1);
+  const double need = static_cast<double>(e.fixed) + static_cast<double>(batch) * static_cast<double>(e.per_image);
+  if (need <= static_cast<double>(limit)) return;
+  const int64_t fits = e.per_image > 0 ? std::max<int64_t>(0, (limit - e.fixed) / e.per_image) : 0;
+  throw Error(batch_option + " " + std::to_string(batch) + " needs about " +
+              kernels::format_bytes(static_cast<size_t>(std::min(need, 9.0e18))) + " (" +
+              (kind == PassKind::Forward ? "forward" : "forward and backward") + " at " +
+              std::to_string(sized.input_chw[1]) + "x" + std::to_string(sized.input_chw[2]) + ": " +
+              kernels::format_bytes(e.per_image) + " per image), more than " + limit_text + "; " +
+              (fits > 0 ? "use " + batch_option + " " + std::to_string(fits) + " or less" : "no batch fits") +
+              ", or raise --max-memory");
 }
 
 LoadOptions load_options_from(const Args& a) {

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/memory_estimate.h"
 #include "engine/tensor.h"
 #include "formats/model.h"
 
@@ -50,6 +51,14 @@ void add_device_options(std::vector<Option>& opts);
 // The device those options choose (made ready, TF32 set); throws Error when CUDA is asked for and
 // unavailable.
 Device device_from(const Args& a);
+
+// --max-memory, for the commands that take --batch.
+void add_memory_option(std::vector<Option>& opts);
+// Refuses, before any work, a batch whose estimated peak (engine/memory_estimate.h) exceeds
+// --max-memory (default: 80% of the memory of `device`), naming the option that set the batch.
+// `side` is the image side the passes run at (0: the model's input size).
+void check_batch_memory(const Args& a, const Model& m, int64_t batch, PassKind kind, Device device = Device::CPU,
+                        int64_t side = 0, const std::string& batch_option = "--batch");
 
 // The input tensor (1,3,H,W) from --image (preprocessed for the model) or --input (.npy,
 // already normalised). Refuses NaN/Inf and shapes the model cannot take.

@@ -17,6 +17,7 @@ int eval_accuracy(int argc, char** argv, int first) {
   opts.push_back({"data", "DIR|FILE.tar", "ImageFolder tree (root/<class>/<image>) or a tar of one", ""});
   opts.push_back({"limit", "N", "evaluate only the first N images (in class, then file order)", "0"});
   opts.push_back({"batch", "B", "images per forward pass", "64"});
+  add_memory_option(opts);
   add_device_options(opts);
   Args a("eval accuracy", "Top-1 accuracy of a model over a labelled image folder or tar.", opts, argc, argv, first);
   if (a.help()) {
@@ -31,7 +32,8 @@ int eval_accuracy(int argc, char** argv, int first) {
   if (data.size() == 0) throw Error(data.path() + ": no images found");
   int64_t n = static_cast<int64_t>(data.size());
   if (a.get_int("limit") > 0) n = std::min(n, a.get_int("limit"));
-  const int64_t batch = std::max<int64_t>(1, a.get_int("batch"));
+  const int64_t batch = a.get_int("batch");
+  check_batch_memory(a, m, batch, PassKind::Forward, device);
   const int64_t classes = m.graph.node(m.graph.output()).attrs.out_channels;
   std::vector<int64_t> map = model_class_indices(data, m.labels);
 

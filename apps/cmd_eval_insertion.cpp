@@ -30,6 +30,7 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
   opts.push_back({"lime-samples", "N", "LIME perturbations per map (the paper: 1000)", "1000"});
   add_schedule_options(opts);
   opts.push_back({"batch", "B", "images per forward/backward pass", "32"});
+  add_memory_option(opts);
   opts.push_back({"out", "DIR", "writes DIR/table.md and DIR/results.json", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
   Args a("eval insertion",
@@ -51,6 +52,7 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
   const uint64_t seed = static_cast<uint64_t>(a.get_int("seed"));
   const int64_t count = a.get_int("samples"), augs = a.get_int("augs"), batch = a.get_int("batch");
   if (count < 1 || augs < 1 || batch < 1) throw Error("--samples, --augs and --batch must be at least 1");
+  check_batch_memory(a, m, batch, PassKind::ForwardBackward);
   std::vector<interp::MethodParams> params;
   for (const std::string& name : methods) {
     params.push_back(interp::experiment_params(name, m, a.get_int("lime-samples")));

@@ -105,6 +105,7 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   opts.push_back({"variant", "spade|rise", "insertion/deletion: the SPADE paper's (top-i% pixels, normalised, area in [0,99]) or RISE's", "spade"});
   opts.push_back({"no-insertion", "", "skip insertion/deletion", ""});
   opts.push_back({"batch", "B", "images per forward/backward pass (bounds memory; 8 keeps ResNet-50 under 2 GB)", "8"});
+  add_memory_option(opts);
   opts.push_back({"out", "RESULTS.json", "write per-image and mean metrics here", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
   add_device_options(opts);
@@ -141,6 +142,7 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
     cfg.device = device;
   }
   const std::vector<Sample> samples = load_samples(a, m);
+  check_batch_memory(a, m, batch, PassKind::ForwardBackward, device, samples[0].x.dim(2));
   std::vector<uint8_t> mask;
   if (a.has("mask")) mask = load_mask(a.get("mask"), samples[0].x.dim(2), samples[0].x.dim(3));
 

@@ -112,6 +112,7 @@ int cmd_explain(int argc, char** argv, int first) {
   opts.push_back({"compare", "", "with --spade: also explain the dense model and write compare.png (image | dense | SPADE)", ""});
   add_method_options(opts);
   opts.push_back({"batch", "B", "images per forward/backward pass (bounds memory; 8 keeps ResNet-50 under 2 GB)", "8"});
+  add_memory_option(opts);
   opts.push_back({"out", "DIR", "output directory", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
   add_device_options(opts);
@@ -144,6 +145,7 @@ int cmd_explain(int argc, char** argv, int first) {
 
   Model m = load_model_from(a);
   const Tensor x = load_input(a, m);
+  check_batch_memory(a, m, batch, PassKind::ForwardBackward, device, x.dim(2));
   // Every method's parameters are checked before any long computation starts.
   std::vector<interp::MethodParams> params;
   for (const std::string& name : methods) params.push_back(method_params(a, name, m));

@@ -43,6 +43,7 @@ int cmd_prune(int argc, char** argv, int first) {
   opts.push_back({"solver", "NAME", "sparsegpt (FastSPADE) or obc (exact greedy OBS, SPADE)", "sparsegpt"});
   add_trace_options(opts);
   opts.push_back({"batch", "N", "images per forward pass (default: chosen to keep ~1 GiB of activations)", ""});
+  add_memory_option(opts);
   opts.push_back({"out", "TRACE.safetensors", "where to write the pruned weights (same keys as the dense weights)", ""});
   opts.push_back({"report", "R.json", "where to write the per-layer report", ""});
   opts.push_back({"quiet", "", "no progress bars or summary", ""});
@@ -67,7 +68,7 @@ int cmd_prune(int argc, char** argv, int first) {
   cfg.device = device;
   if (a.has("batch")) {
     cfg.batch = a.get_int("batch");
-    if (cfg.batch <= 0) throw Error("--batch must be positive");
+    check_batch_memory(a, m, cfg.batch, PassKind::Forward, device);
   }
   std::unique_ptr<interp::Calibration> calib = calibration_from(a, m);
 

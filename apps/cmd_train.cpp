@@ -53,6 +53,7 @@ int cmd_train(int argc, char** argv, int first) {
       {"threads", "N", "CPU threads (0 = all cores)", "0"},
       {"quiet", "", "no progress bars", ""},
   };
+  add_memory_option(opts);
   Args a("train", "Train a built-in architecture from scratch with SGD, optionally with Trojan poisoning.", opts, argc,
          argv, first);
   if (a.help()) {
@@ -76,6 +77,7 @@ int cmd_train(int argc, char** argv, int first) {
   cfg.epochs = a.get_int("epochs");
   cfg.batch = a.get_int("batch");
   if (cfg.epochs < 1 || cfg.batch < 1) throw Error("--epochs and --batch must be at least 1");
+  check_batch_memory(a, m, cfg.batch, PassKind::ForwardBackward);
   cfg.lr.kind = train::schedule_from_name(a.get("schedule"));
   cfg.lr.base = a.get_double("lr");
   cfg.momentum = a.get_double("momentum");

@@ -92,6 +92,7 @@ int cmd_visualize(int argc, char** argv, int first) {
   opts.push_back({"size", "S", "side of the square visualisation in pixels (default: the model's input size)", ""});
   opts.push_back({"starts", "N", "random starts per objective (one image each)", "1"});
   opts.push_back({"batch", "B", "images optimised together (bounds memory; the results depend on it only through rounding)", "8"});
+  add_memory_option(opts);
   opts.push_back({"out", "DIR", "output directory", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
   Args a("visualize",
@@ -122,6 +123,11 @@ int cmd_visualize(int argc, char** argv, int first) {
   Model m = load_model_from(a);
   fv::RenderConfig cfg = render_config_from(a, m, a.has("size") ? a.get_int("size") : m.graph.input_chw[1]);
   cfg.batch = batch;
+  // The passes run on the transformed images: padded, then scaled up to the largest scale.
+  double grow = 1.0;
+  for (double s : cfg.transforms.scales) grow = std::max(grow, s);
+  check_batch_memory(a, m, batch, PassKind::ForwardBackward, Device::CPU,
+                     static_cast<int64_t>(std::ceil(static_cast<double>(cfg.size + 2 * cfg.transforms.pad) * grow)));
   Tensor x;
   int64_t predicted = -1;
   nlohmann::json prediction = nullptr;

@@ -22,6 +22,7 @@ void add_trojan_options(std::vector<Option>& opts, int64_t default_samples) {
   opts.push_back({"seed", "S", "pool order, trigger placement, augmentations and method randomness", "0"});
   opts.push_back({"lime-samples", "N", "LIME perturbations per map (the paper: 1000)", "1000"});
   opts.push_back({"batch", "B", "images per forward/backward pass", "32"});
+  add_memory_option(opts);
   opts.push_back({"quiet", "", "no progress bars", ""});
 }
 
@@ -41,6 +42,7 @@ TrojanSetup trojan_setup(const Args& a, int parity) {
   s.batch = a.get_int("batch");
   const int64_t count = a.get_int("samples");
   if (s.augs < 1 || s.batch < 1 || count < 1) throw Error("--augs, --batch and --samples must be at least 1");
+  check_batch_memory(a, s.model, s.batch, PassKind::ForwardBackward);
   s.prune.batch = s.batch;
 
   std::unique_ptr<Progress> bar;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "engine/executor.h"
+#include "engine/memory_estimate.h"
 #include "formats/image.h"
 #include "formats/model.h"
 #include "formats/npy.h"
@@ -151,6 +152,57 @@ TEST_CASE("bad input gives a one-line error naming the problem and a non-zero ex
   // A failed convert leaves nothing behind.
   CHECK(!fs::exists(dir + "/c.json"));
   CHECK(!fs::exists(dir + "/c.safetensors"));
+}
+
+TEST_CASE("--max-memory refuses a batch whose estimate does not fit, before any work", "[cli][errors]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = dir + "/m.json", img = test::data_path("image/src.png");
+  REQUIRE(spade_cli("convert --model cifar_resnet20 --random-init 1 --out " + model).status == 0);
+  fs::create_directories(dir + "/data/cat");
+  save_png(dir + "/data/cat/a.png", load_image(img));
+
+  // A limit that holds ten images of explain's forward and backward passes (one thread) and a half.
+  const MemoryEstimate e = estimate_pass_memory(load_model(model).graph, PassKind::ForwardBackward, 1);
+  const std::string limit = std::to_string(e.fixed + 10 * e.per_image + e.per_image / 2);
+  const std::string explain = "explain --model " + model + " --image " + img + " --method saliency --threads 1 --quiet";
+  Run over = spade_cli(explain + " --batch 11 --max-memory " + limit + " --out " + dir + "/over");
+  INFO(over.err);
+  CHECK(over.status != 0);
+  CHECK(lines(over.err) == 1);
+  CHECK(over.err.find("--batch 11 needs about") != std::string::npos);
+  CHECK(over.err.find("use --batch 10 or less") != std::string::npos);
+  CHECK(!fs::exists(dir + "/over"));
+  Run fits = spade_cli(explain + " --batch 10 --max-memory " + limit + " --out " + dir + "/fits");
+  INFO(fits.err);
+  CHECK(fits.status == 0);
+  CHECK(fs::exists(dir + "/fits/map.npy"));
+
+  struct Case {
+    std::string args, needle;
+  };
+  const std::vector<Case> cases = {
+      {explain + " --batch 4 --max-memory 2X --out " + dir + "/x", "--max-memory: \"2X\" is not a size"},
+      {explain + " --batch 4 --max-memory 0 --out " + dir + "/x", "--max-memory: \"0\" is not a size"},
+      {explain + " --batch 100000000 --out " + dir + "/x", "of RAM (--max-memory)"},
+      {"eval accuracy --model " + model + " --data " + dir + "/data --batch 0", "--batch must be at least 1"},
+      {"eval accuracy --model " + model + " --data " + dir + "/data --batch 64 --max-memory 1M", "more than --max-memory 1.00 MiB"},
+      {"prune --model " + model + " --image " + img + " --out " + dir + "/x.safetensors --batch 64 --max-memory 1M",
+       "--batch 64 needs about"},
+      {"train --arch cifar_resnet20 --data " + dir + "/data --out " + dir + "/x.json --batch 128 --max-memory 10M",
+       "--batch 128 needs about"},
+      {"visualize --model " + model + " --out " + dir + "/x --batch 8 --max-memory 1M", "--batch 8 needs about"},
+      {"eval saliency --model " + model + " --image " + img + " --method saliency --out " + dir +
+           "/x.json --batch 8 --max-memory 1M", "--batch 8 needs about"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.args);
+    Run r = spade_cli(c.args);
+    INFO(r.err);
+    CHECK(r.status != 0);
+    CHECK(lines(r.err) == 1);
+    CHECK(r.err.find(c.needle) != std::string::npos);
+  }
+  for (const char* left : {"/x", "/x.json", "/x.safetensors"}) CHECK(!fs::exists(dir + left));
 }
 
 TEST_CASE("prune writes a trace that predict loads, and a report", "[cli][spade]") {
