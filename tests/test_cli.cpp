@@ -154,7 +154,7 @@ TEST_CASE("bad input gives a one-line error naming the problem and a non-zero ex
   CHECK(!fs::exists(dir + "/c.safetensors"));
 }
 
-TEST_CASE("--max-memory refuses a batch whose estimate does not fit, before any work", "[cli][errors]") {
+TEST_CASE("a batch whose estimate exceeds --max-memory is refused before any work", "[cli][errors]") {
   const std::string dir = test::temp_dir();
   const std::string model = dir + "/m.json", img = test::data_path("image/src.png");
   REQUIRE(spade_cli("convert --model cifar_resnet20 --random-init 1 --out " + model).status == 0);
