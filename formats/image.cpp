@@ -11,6 +11,7 @@
 
 #include "engine/error.h"
 #include "formats/file_io.h"
+#include "formats/jpeg_check.h"
 #include "formats/png_check.h"
 
 namespace spade {
@@ -66,9 +67,10 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
   // Only the containers people use for photos and datasets reach stb: its other loaders (PNM, PSD,
   // PIC, HDR, TGA) see little use and less scrutiny, and fuzzing found a 19-byte 16-bit PGM that
   // makes Debian's stb read past the end of its buffer.
-  const bool known = is_png(data, size) || (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) ||
+  const bool known = is_png(data, size) || is_jpeg(data, size) ||
                      (size >= 2 && data[0] == 'B' && data[1] == 'M') || (size >= 4 && std::memcmp(data, "GIF8", 4) == 0);
   if (!known) throw Error(name + ": not a PNG, JPEG, BMP or GIF image");
+  if (is_jpeg(data, size)) check_jpeg_huffman_tables(data, size, name);  // before stb reads any of them
   const int len = static_cast<int>(size);
   int w = 0, h = 0, comp = 0;
   // Header first: a file claiming huge dimensions must be refused before stb allocates for it.

@@ -176,6 +176,43 @@ TEST_CASE("decode_image rejects bad input with an error naming the file", "[imag
     std::string msg = error_of([&] { decode_image(bomb.data(), bomb.size(), "bomb.png"); });
     CHECK(msg.find("bomb.png: corrupt PNG") != std::string::npos);
   }
+  SECTION("a JPEG Huffman table with more codes than stb's arrays hold") {
+    // Found by fuzzing with stb instrumented: a DHT segment whose counts add up to 331 codes makes
+    // stb 2.27 write past its 257-entry tables.
+    const std::string fuzz = SPADE_FUZZ_DIR;
+    const std::vector<uint8_t> crash = read_file(fuzz + "/crashes/image/jpeg-dht-331-codes-overflow.jpg");
+    std::string msg = error_of([&] { decode_image(crash.data(), crash.size(), "dht.jpg"); });
+    INFO(msg);
+    CHECK(msg.find("dht.jpg: corrupt JPEG (Huffman table 0 of the segment at byte 211 declares 331 codes") == 0);
+    // Valid baseline and progressive JPEGs decode; the progressive one's tables come between its
+    // scans, so the check walks past entropy-coded data (a bad table after the last scan is found).
+    for (const char* ok : {"small.jpg", "progressive.jpg"}) {
+      INFO(ok);
+      const std::vector<uint8_t> jpg = read_file(fuzz + "/corpus/image/" + ok);
+      CHECK(decode_image(jpg.data(), jpg.size(), ok).width > 0);
+    }
+    std::vector<uint8_t> late = read_file(fuzz + "/corpus/image/progressive.jpg");
+    REQUIRE(late.size() > 4);
+    REQUIRE(late[late.size() - 2] == 0xFF);
+    REQUIRE(late[late.size() - 1] == 0xD9);
+    // FF C4, length 19: class 0 index 0, sixteen counts of 255 (4080 codes).
+    std::vector<uint8_t> dht = {0xFF, 0xC4, 0x00, 0x13, 0x00};
+    dht.insert(dht.end(), 16, 0xFF);
+    late.insert(late.end() - 2, dht.begin(), dht.end());
+    msg = error_of([&] { decode_image(late.data(), late.size(), "late.jpg"); });
+    CHECK(msg.find("late.jpg: corrupt JPEG (Huffman table 0 of the segment at byte " +
+                   std::to_string(late.size() - 2 - dht.size()) + " declares 4080 codes") == 0);
+    // Junk bytes between the first segment and the bad table: stb skips them looking for the next
+    // marker, and so does the check.
+    std::vector<uint8_t> junk = read_file(fuzz + "/corpus/image/small.jpg");
+    const size_t first_end = 4 + (size_t(junk[4]) << 8 | junk[5]);  // SOI, then the first segment
+    std::vector<uint8_t> inserted = {0x12, 0x34, 0x56};
+    inserted.insert(inserted.end(), dht.begin(), dht.end());
+    junk.insert(junk.begin() + first_end, inserted.begin(), inserted.end());
+    msg = error_of([&] { decode_image(junk.data(), junk.size(), "junk.jpg"); });
+    INFO(msg);
+    CHECK(msg.find("declares 4080 codes") != std::string::npos);
+  }
   SECTION("not an image") {
     const std::string text = "hello, this is plain text and not an image at all\n";
     std::string msg = error_of([&] { decode_image(reinterpret_cast<const uint8_t*>(text.data()), text.size(), "notes.txt"); });

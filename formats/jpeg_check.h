@@ -1,0 +1,21 @@
+#pragma once
+// A JPEG's Huffman tables checked before stb reads them. stb_image 2.27 (Debian's) builds a table
+// from its 16 code-length counts without checking that they add up to at most 256, the size of
+// its arrays: a DHT segment with more codes writes past them (found by fuzzing with stb compiled
+// under AddressSanitizer; fuzz/crashes/image/jpeg-dht-331-codes-overflow.jpg). stb reads these
+// segments already for stbi_info when they come before the frame header, so the check runs first.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace spade {
+
+// True for data that starts with a JPEG's start-of-image marker (FF D8 FF).
+bool is_jpeg(const uint8_t* data, size_t size);
+
+// Walks the marker segments as stb does (skipping junk between them and each scan's entropy-coded
+// data) and throws Error naming `name` when a Huffman table declares more than 256 codes. Anything
+// else that is malformed is left to stb, which refuses it.
+void check_jpeg_huffman_tables(const uint8_t* data, size_t size, const std::string& name);
+
+}  // namespace spade
