@@ -82,7 +82,11 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
                 std::to_string(kMaxImageSide) + " pixels per side and " +
                 std::to_string(kMaxImagePixels) + " pixels in all");
   if (is_png(data, size)) check_png_stream(data, size, name);
+  if (is_jpeg(data, size)) check_jpeg_size(size, w, h, name);
   if (data[0] == 'B' && data[1] == 'M') check_bmp_size(data, size, w, h, name);
+  if (data[0] == 'G' && int64_t(w) * h > kMaxGifPixels)
+    throw Error(name + ": GIF is " + dims_str(w, h) + ", larger than the limit of " + std::to_string(kMaxGifPixels) +
+                " pixels for GIFs");
   int dw = 0, dh = 0, dc = 0;
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
       stbi_load_from_memory(data, len, &dw, &dh, &dc, 3), stbi_image_free);

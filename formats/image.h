@@ -21,8 +21,11 @@ struct Image {
 // allocate gigabytes.
 constexpr int kMaxImageSide = 32768;
 constexpr int64_t kMaxImagePixels = int64_t(1) << 28;  // 268M
+// GIFs are held to 16.7M pixels: stb keeps four full-screen buffers (13 bytes a pixel) whatever
+// the frames hold, so a 14-byte GIF declaring 254M pixels made it allocate 2.4 GB.
+constexpr int64_t kMaxGifPixels = int64_t(1) << 24;
 
-// PNG/JPEG/BMP/... (whatever stb_image decodes); grey and alpha images are converted to RGB (alpha
+// PNG, JPEG, BMP or GIF; grey and alpha images are converted to RGB (alpha
 // is dropped, as PIL's convert("RGB") does). `name` is used in error messages.
 Image decode_image(const uint8_t* data, size_t size, const std::string& name);
 Image load_image(const std::string& path);

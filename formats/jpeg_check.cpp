@@ -65,4 +65,12 @@ void check_jpeg_huffman_tables(const uint8_t* data, size_t size, const std::stri
   }
 }
 
+void check_jpeg_size(size_t size, int w, int h, const std::string& name) {
+  const uint64_t blocks = (uint64_t(w) + 7) / 8 * ((uint64_t(h) + 7) / 8);
+  if (uint64_t(size) * 8 < blocks)
+    throw Error(name + ": truncated JPEG (its header declares " + std::to_string(w) + "x" + std::to_string(h) +
+                ", whose " + std::to_string(blocks) + " blocks need at least " + std::to_string((blocks + 7) / 8) +
+                " bytes, but the file has " + std::to_string(size) + ")");
+}
+
 }  // namespace spade

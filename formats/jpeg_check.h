@@ -18,4 +18,11 @@ bool is_jpeg(const uint8_t* data, size_t size);
 // else that is malformed is left to stb, which refuses it.
 void check_jpeg_huffman_tables(const uint8_t* data, size_t size, const std::string& name);
 
+// Throws Error naming `name` when a JPEG of `size` bytes cannot hold a w x h image: every 8x8
+// block of its full-resolution component takes at least one bit (its DC code) in any complete
+// JPEG, and there are at least ceil(w/8) * ceil(h/8) of them. stb reads
+// missing data as zeros, so 71 bytes declaring 112M pixels kept it decoding for seconds (found by
+// fuzzing).
+void check_jpeg_size(size_t size, int w, int h, const std::string& name);
+
 }  // namespace spade

@@ -34,6 +34,31 @@ uint64_t raw_size_bound(uint64_t w, uint64_t h, int bit_depth, int colour_type, 
   return bound;
 }
 
+// Exactly the bytes of filtered scanlines the header's image has: per row a filter byte and the
+// packed samples, over the seven Adam7 passes (those with pixels) when interlaced.
+uint64_t raw_size_exact(uint64_t w, uint64_t h, int bit_depth, int colour_type, bool interlaced) {
+  int channels = 0;
+  switch (colour_type) {
+    case 0: channels = 1; break;
+    case 2: channels = 3; break;
+    case 3: channels = 1; break;
+    case 4: channels = 2; break;
+    case 6: channels = 4; break;
+    default: return 0;
+  }
+  auto bytes = [&](uint64_t pw, uint64_t ph) { return ph * (1 + (pw * uint64_t(channels) * uint64_t(bit_depth) + 7) / 8); };
+  if (!interlaced) return bytes(w, h);
+  static const int kPass[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4},
+                                  {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};  // x0, y0, dx, dy
+  uint64_t total = 0;
+  for (const auto& p : kPass) {
+    const uint64_t pw = w > uint64_t(p[0]) ? (w - p[0] + p[2] - 1) / p[2] : 0;
+    const uint64_t ph = h > uint64_t(p[1]) ? (h - p[1] + p[3] - 1) / p[3] : 0;
+    if (pw > 0 && ph > 0) total += bytes(pw, ph);
+  }
+  return total;
+}
+
 }  // namespace
 
 bool is_png(const uint8_t* data, size_t size) { return size >= 8 && std::memcmp(data, kSignature, 8) == 0; }
@@ -42,7 +67,7 @@ void check_png_stream(const uint8_t* data, size_t size, const std::string& name)
   auto fail = [&](const std::string& why) { throw Error(name + ": corrupt PNG (" + why + ")"); };
   if (!is_png(data, size)) fail("no PNG signature");
   size_t pos = 8;
-  uint64_t bound = 0;
+  uint64_t bound = 0, needed = 0;
   bool header = false, end = false;
   z_stream z;
   std::memset(&z, 0, sizeof z);
@@ -60,6 +85,7 @@ void check_png_stream(const uint8_t* data, size_t size, const std::string& name)
       if (!header) {
         if (std::memcmp(type, "IHDR", 4) != 0 || len != 13) fail("the first chunk is not a 13-byte IHDR");
         bound = raw_size_bound(be32(body), be32(body + 4), body[8], body[9], body[12] == 1);
+        needed = raw_size_exact(be32(body), be32(body + 4), body[8], body[9], body[12] == 1);
         if (bound == 0) fail("unsupported colour type");
         header = true;
       } else if (std::memcmp(type, "IDAT", 4) == 0) {
@@ -90,6 +116,11 @@ void check_png_stream(const uint8_t* data, size_t size, const std::string& name)
   }
   inflateEnd(&z);
   if (!stream_end) fail("the compressed pixel data is incomplete");
+  // stb would allocate the whole image before finding the data short (a bomb when the header
+  // claims millions of pixels that a few bytes cannot hold).
+  if (inflated < needed)
+    fail("the pixel data inflates to " + std::to_string(inflated) + " bytes, the header's image needs " +
+         std::to_string(needed));
 }
 
 }  // namespace spade

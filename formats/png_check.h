@@ -14,7 +14,8 @@ namespace spade {
 bool is_png(const uint8_t* data, size_t size);
 
 // Throws Error naming `name` when the chunks are malformed, the header is not the first chunk,
-// the compressed data is corrupt or incomplete, or it inflates to more than the declared image.
+// the compressed data is corrupt or incomplete, or it inflates to more or less than the declared
+// image needs.
 void check_png_stream(const uint8_t* data, size_t size, const std::string& name);
 
 }  // namespace spade

@@ -1,6 +1,7 @@
 // Image decoding, PIL/torchvision-exact preprocessing and PNG output, checked against reference
 // files written by tests/data/make_image_golden.py with Pillow and torchvision.
 #include <catch2/catch.hpp>
+#include <zlib.h>
 
 #include <cmath>
 #include <cstring>
@@ -70,6 +71,49 @@ std::vector<uint8_t> png_header(uint32_t w, uint32_t h) {
   b[24] = 8;  // bit depth
   b[25] = 2;  // colour type RGB
   return b;
+}
+
+void put_chunk(std::vector<uint8_t>& png, const char* type, const std::vector<uint8_t>& body) {
+  const size_t at = png.size();
+  png.resize(at + 12 + body.size());
+  put_be32(png, at, uint32_t(body.size()));
+  std::memcpy(&png[at + 4], type, 4);
+  std::copy(body.begin(), body.end(), png.begin() + at + 8);
+  put_be32(png, at + 8 + body.size(), uint32_t(crc32(0, &png[at + 4], uInt(4 + body.size()))));
+}
+
+// A complete 8-bit RGB PNG of `im`, Adam7-interlaced or not, every row with filter 0; or, with
+// `keep_rows` < the image's rows, one whose compressed data ends cleanly after that many rows.
+std::vector<uint8_t> make_png(const Image& im, bool interlaced, size_t keep_rows = SIZE_MAX) {
+  static const int kPass[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4},
+                                  {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};
+  const int all[1][4] = {{0, 0, 1, 1}};
+  std::vector<uint8_t> raw;
+  size_t rows = 0;
+  for (int p = 0; p < (interlaced ? 7 : 1); ++p) {
+    const int* pass = interlaced ? kPass[p] : all[0];
+    for (int y = pass[1]; y < im.height && rows < keep_rows; y += pass[3], ++rows) {
+      if (pass[0] >= im.width) break;
+      raw.push_back(0);
+      for (int x = pass[0]; x < im.width; x += pass[2])
+        for (int c = 0; c < 3; ++c) raw.push_back(im.rgb[(size_t(y) * im.width + x) * 3 + c]);
+    }
+  }
+  uLongf packed_size = compressBound(uLong(raw.size()));
+  std::vector<uint8_t> packed(packed_size);
+  REQUIRE(compress(packed.data(), &packed_size, raw.data(), uLong(raw.size())) == Z_OK);
+  packed.resize(packed_size);
+  std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  std::vector<uint8_t> ihdr(13, 0);
+  put_be32(ihdr, 0, uint32_t(im.width));
+  put_be32(ihdr, 4, uint32_t(im.height));
+  ihdr[8] = 8;
+  ihdr[9] = 2;
+  ihdr[12] = interlaced ? 1 : 0;
+  put_chunk(png, "IHDR", ihdr);
+  put_chunk(png, "IDAT", packed);
+  put_chunk(png, "IEND", {});
+  return png;
 }
 
 Image gradient(int w, int h) {
@@ -212,6 +256,41 @@ TEST_CASE("decode_image rejects bad input with an error naming the file", "[imag
     msg = error_of([&] { decode_image(junk.data(), junk.size(), "junk.jpg"); });
     INFO(msg);
     CHECK(msg.find("declares 4080 codes") != std::string::npos);
+  }
+  SECTION("a PNG whose pixel data ends cleanly but short of its header's image") {
+    // stb would allocate the whole image first; 3000x3000 declared, one row given.
+    const std::vector<uint8_t> short_png = make_png(gradient(3000, 3000), false, 1);
+    std::string msg = error_of([&] { decode_image(short_png.data(), short_png.size(), "short.png"); });
+    CHECK(msg == "short.png: corrupt PNG (the pixel data inflates to 9001 bytes, the header's image needs 27003000)");
+    // Complete images decode exactly, interlaced (Adam7, whose passes the check sizes) or not,
+    // including sizes where some passes are empty.
+    for (const auto [w, h] : {std::pair{3, 3}, {1, 1}, {9, 5}, {17, 2}, {2, 17}}) {
+      const Image im = gradient(w, h);
+      for (bool interlaced : {false, true}) {
+        INFO(w << "x" << h << (interlaced ? " interlaced" : ""));
+        const std::vector<uint8_t> png = make_png(im, interlaced);
+        const Image got = decode_image(png.data(), png.size(), "ok.png");
+        CHECK(test::differing_bytes(got, im) == 0);
+        const std::vector<uint8_t> cut = make_png(im, interlaced, interlaced ? 3 : size_t(h - 1));
+        if (interlaced && w * h < 4) continue;  // three pass rows are the whole image
+        CHECK(error_of([&] { decode_image(cut.data(), cut.size(), "cut.png"); }).find("the header's image needs") !=
+              std::string::npos);
+      }
+    }
+  }
+  SECTION("a JPEG far too small for its dimensions, and a GIF over the GIF limit") {
+    // Found by fuzzing: 71 bytes declaring 27436x4103 (stb decoded zeros for seconds), and a
+    // 14-byte GIF declaring 17993x14136 (stb allocated 2.4 GB for its screen buffers).
+    const std::string fuzz = SPADE_FUZZ_DIR;
+    const std::vector<uint8_t> jpg = read_file(fuzz + "/crashes/image/jpeg-112mpixel-71-bytes-slow.jpg");
+    CHECK(error_of([&] { decode_image(jpg.data(), jpg.size(), "big.jpg"); }) ==
+          "big.jpg: truncated JPEG (its header declares 27436x4103, whose 1759590 blocks need at least 219949 "
+          "bytes, but the file has 71)");  // 3430 x 513 blocks of 8x8
+    const std::vector<uint8_t> gif = read_file(fuzz + "/crashes/image/gif-254mpixel-14-bytes-oom.gif");
+    CHECK(error_of([&] { decode_image(gif.data(), gif.size(), "big.gif"); }) ==
+          "big.gif: GIF is 17993x14136, larger than the limit of 16777216 pixels for GIFs");
+    const std::vector<uint8_t> ok = read_file(fuzz + "/corpus/image/small.gif");
+    CHECK(decode_image(ok.data(), ok.size(), "small.gif").width > 0);
   }
   SECTION("not an image") {
     const std::string text = "hello, this is plain text and not an image at all\n";
