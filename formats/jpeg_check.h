@@ -14,8 +14,9 @@ namespace spade {
 bool is_jpeg(const uint8_t* data, size_t size);
 
 // Walks the marker segments as stb does (skipping junk between them and each scan's entropy-coded
-// data) and throws Error naming `name` when a Huffman table declares more than 256 codes. Anything
-// else that is malformed is left to stb, which refuses it.
+// data) and throws Error naming `name` when a Huffman table declares more than 256 codes, a DC
+// table has a symbol above 15, or a scan uses a table no earlier segment defined (libjpeg refuses
+// all three too). Anything else that is malformed is left to stb, which refuses it.
 void check_jpeg_huffman_tables(const uint8_t* data, size_t size, const std::string& name);
 
 // Throws Error naming `name` when a JPEG of `size` bytes cannot hold a w x h image: every 8x8

@@ -278,6 +278,29 @@ TEST_CASE("decode_image rejects bad input with an error naming the file", "[imag
       }
     }
   }
+  SECTION("JPEG scans need defined Huffman tables, and DC symbols are bit lengths up to 15") {
+    // Found by fuzzing with stb instrumented: a scan decoding with an AC table that no DHT segment
+    // defined reads stb's never-initialised table and indexes past its symbols (out-of-bounds
+    // reads; ten such inputs in one 8-minute run).
+    const std::string fuzz = SPADE_FUZZ_DIR;
+    const std::vector<uint8_t> crash = read_file(fuzz + "/crashes/image/jpeg-scan-undefined-huffman-table-oob-read.jpg");
+    CHECK(error_of([&] { decode_image(crash.data(), crash.size(), "scan.jpg"); }) ==
+          "scan.jpg: corrupt JPEG (the scan at byte 43 uses AC Huffman table 1, which no earlier DHT segment defines)");
+    // small.jpg's DC table 0 (the DHT segment at byte 177: FF C4, length, class/index 0x00, 16
+    // counts) with its first symbol made 32: stb would shift by it.
+    std::vector<uint8_t> jpg = read_file(fuzz + "/corpus/image/small.jpg");
+    REQUIRE(jpg.size() > 200);
+    REQUIRE((jpg[177] == 0xFF && jpg[178] == 0xC4 && jpg[181] == 0x00));
+    jpg[177 + 5 + 16] = 32;
+    CHECK(error_of([&] { decode_image(jpg.data(), jpg.size(), "dc.jpg"); }) ==
+          "dc.jpg: corrupt JPEG (Huffman table 0 of the segment at byte 177 is a DC table with the symbol 32, above 15)");
+    // Dropping that DC table leaves the scan without it.
+    std::vector<uint8_t> no_dc = read_file(fuzz + "/corpus/image/small.jpg");
+    const size_t dht_length = size_t(no_dc[179]) << 8 | no_dc[180];
+    no_dc.erase(no_dc.begin() + 177, no_dc.begin() + 177 + 2 + dht_length);
+    CHECK(error_of([&] { decode_image(no_dc.data(), no_dc.size(), "nodc.jpg"); }).find(
+              "uses DC Huffman table 0, which no earlier DHT segment defines") != std::string::npos);
+  }
   SECTION("a JPEG far too small for its dimensions, and a GIF over the GIF limit") {
     // Found by fuzzing: 71 bytes declaring 27436x4103 (stb decoded zeros for seconds), and a
     // 14-byte GIF declaring 17993x14136 (stb allocated 2.4 GB for its screen buffers).
