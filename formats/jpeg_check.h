@@ -1,9 +1,10 @@
 #pragma once
-// A JPEG's Huffman tables checked before stb reads them. stb_image 2.27 (Debian's) builds a table
-// from its 16 code-length counts without checking that they add up to at most 256, the size of
-// its arrays: a DHT segment with more codes writes past them (found by fuzzing with stb compiled
-// under AddressSanitizer; fuzz/crashes/image/jpeg-dht-331-codes-overflow.jpg). stb reads these
-// segments already for stbi_info when they come before the frame header, so the check runs first.
+// A JPEG's Huffman tables and its size checked before stb reads them. stb_image 2.27 (Debian's)
+// trusts them: a DHT segment whose counts add up to more than 256 codes makes it write past its
+// arrays, a scan using a table no DHT segment defined makes it read its never-initialised memory
+// and index out of bounds, a JPEG far too short for its dimensions keeps it decoding zeros (all
+// found by fuzzing with stb compiled under the sanitizers; the inputs are in fuzz/crashes/image).
+// stb reads tables placed before the frame header already for stbi_info, so the check runs first.
 #include <cstddef>
 #include <cstdint>
 #include <string>
