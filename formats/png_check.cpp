@@ -15,19 +15,24 @@ const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
 uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
 
+// Samples per pixel of a PNG colour type (grey, RGB, palette, grey + alpha, RGBA); 0 for others.
+int png_channels(int colour_type) {
+  switch (colour_type) {
+    case 0: return 1;
+    case 2: return 3;
+    case 3: return 1;
+    case 4: return 2;
+    case 6: return 4;
+    default: return 0;
+  }
+}
+
 // Bytes of filtered scanlines an image of this header needs: one filter byte per row plus the
 // packed samples; interlaced images have up to seven passes, each adding a filter byte and at most
 // one partial byte per row.
 uint64_t raw_size_bound(uint64_t w, uint64_t h, int bit_depth, int colour_type, bool interlaced) {
-  int channels = 0;
-  switch (colour_type) {
-    case 0: channels = 1; break;
-    case 2: channels = 3; break;
-    case 3: channels = 1; break;
-    case 4: channels = 2; break;
-    case 6: channels = 4; break;
-    default: return 0;
-  }
+  const int channels = png_channels(colour_type);
+  if (channels == 0) return 0;
   const uint64_t row = (w * uint64_t(channels) * uint64_t(bit_depth) + 7) / 8;
   uint64_t bound = h * (1 + row);
   if (interlaced) bound += 7 * (2 * h + 1);
@@ -37,15 +42,7 @@ uint64_t raw_size_bound(uint64_t w, uint64_t h, int bit_depth, int colour_type, 
 // Exactly the bytes of filtered scanlines the header's image has: per row a filter byte and the
 // packed samples, over the seven Adam7 passes (those with pixels) when interlaced.
 uint64_t raw_size_exact(uint64_t w, uint64_t h, int bit_depth, int colour_type, bool interlaced) {
-  int channels = 0;
-  switch (colour_type) {
-    case 0: channels = 1; break;
-    case 2: channels = 3; break;
-    case 3: channels = 1; break;
-    case 4: channels = 2; break;
-    case 6: channels = 4; break;
-    default: return 0;
-  }
+  const int channels = png_channels(colour_type);
   auto bytes = [&](uint64_t pw, uint64_t ph) { return ph * (1 + (pw * uint64_t(channels) * uint64_t(bit_depth) + 7) / 8); };
   if (!interlaced) return bytes(w, h);
   static const int kPass[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4},
