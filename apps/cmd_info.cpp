@@ -4,6 +4,7 @@
 
 #include "apps/cli.h"
 #include "apps/commands.h"
+#include "engine/ops.h"
 #include "formats/zoo.h"
 
 namespace spade::cli {
@@ -45,8 +46,10 @@ int cmd_info(int argc, char** argv, int first) {
   std::printf("model: %s (%s)\nweights: %s\ninput: %s, preprocess: resize %d, crop %d\n\n", m.source.c_str(),
               m.arch.c_str(), m.weights_path.empty() ? "(none)" : m.weights_path.c_str(),
               shape_str(shapes[0]).c_str(), m.preprocess.resize, m.preprocess.crop);
-  std::printf("%-4s %-34s %-18s %-20s %12s %12s\n", "#", "node", "op", "output", "params", "MFLOPs");
+  std::printf("%-4s %-34s %-18s %-20s %-14s %12s %12s\n", "#", "node", "op", "output", "pad t,l,b,r", "params",
+              "MFLOPs");
   int64_t total_params = 0, total_macs = 0;
+  bool any_same = false;
   for (int i = 1; i < m.graph.size(); ++i) {
     const Node& n = m.graph.node(i);
     int64_t params = 0;
@@ -55,9 +58,19 @@ int cmd_info(int argc, char** argv, int first) {
     const int64_t macs = node_macs(n, shapes[i]);
     total_params += params;
     total_macs += macs;
-    std::printf("%-4d %-34s %-18s %-20s %12lld %12.2f\n", i, n.name.c_str(), op_name(n.op),
-                shape_str(shapes[i]).c_str(), static_cast<long long>(params), 2.0 * macs / 1e6);
+    // The padding as it applies at this input size ("SAME" resolved, marked with *).
+    std::string pad;
+    if (n.op == OpKind::Conv2d || n.op == OpKind::MaxPool2d || n.op == OpKind::AvgPool2d) {
+      const Shape& in = shapes[n.inputs[0]];
+      const Padding p = resolve_padding(n.attrs, in[2], in[3]);
+      any_same |= n.attrs.padding.same;
+      pad = std::to_string(p.top) + "," + std::to_string(p.left) + "," + std::to_string(p.bottom) + "," +
+            std::to_string(p.right) + (n.attrs.padding.same ? " *" : "");
+    }
+    std::printf("%-4d %-34s %-18s %-20s %-14s %12lld %12.2f\n", i, n.name.c_str(), op_name(n.op),
+                shape_str(shapes[i]).c_str(), pad.c_str(), static_cast<long long>(params), 2.0 * macs / 1e6);
   }
+  if (any_same) std::printf("\n(* TensorFlow \"SAME\" padding, resolved for this input size)\n");
   std::printf("\nnodes: %d, parameters: %lld (%.2f M), FLOPs per image: %.3f G (%.3f G multiply-adds)\n",
               m.graph.size() - 1, static_cast<long long>(total_params), total_params / 1e6, 2.0 * total_macs / 1e9,
               total_macs / 1e9);

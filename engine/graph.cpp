@@ -110,8 +110,9 @@ int Graph::add(const std::string& name, OpKind op, const OpAttrs& a, const std::
         positive(a.kernel[d], "kernel");
         positive(a.stride[d], "stride");
         positive(a.dilation[d], "dilation");
-        if (a.padding[d] < 0) throw Error("node \"" + name + "\": negative padding");
       }
+      if (a.padding.top < 0 || a.padding.left < 0 || a.padding.bottom < 0 || a.padding.right < 0)
+        throw Error("node \"" + name + "\": negative padding");
       if (a.in_channels % a.groups || a.out_channels % a.groups)
         throw Error("node \"" + name + "\": channels " + std::to_string(a.in_channels) + "->" +
                     std::to_string(a.out_channels) + " not divisible by groups " + std::to_string(a.groups));
@@ -139,9 +140,14 @@ int Graph::add(const std::string& name, OpKind op, const OpAttrs& a, const std::
       for (int d = 0; d < 2; ++d) {
         positive(a.kernel[d], "kernel");
         positive(a.stride[d], "stride");
-        if (a.padding[d] < 0 || 2 * a.padding[d] > a.kernel[d])
-          throw Error("node \"" + name + "\": pool padding must be between 0 and half the kernel");
       }
+      // As PyTorch, so that every window holds part of the input ("SAME" padding never exceeds it).
+      for (const auto& [pad, k] : {std::pair{a.padding.top, a.kernel[0]}, std::pair{a.padding.bottom, a.kernel[0]},
+                                   std::pair{a.padding.left, a.kernel[1]}, std::pair{a.padding.right, a.kernel[1]}})
+        if (pad < 0 || 2 * pad > k)
+          throw Error("node \"" + name + "\": pool padding must be between 0 and half the kernel");
+      if (a.ceil_mode && !a.padding.symmetric())
+        throw Error("node \"" + name + "\": ceil_mode needs symmetric padding");
       break;
     case OpKind::Dropout:
       if (!(a.p >= 0.f && a.p < 1.f)) throw Error("node \"" + name + "\": dropout p must be in [0, 1)");
@@ -245,7 +251,8 @@ std::vector<Shape> Graph::infer_shapes(int64_t n) const {
         need4();
         if (in[1] != a.in_channels) fail("does not have " + std::to_string(a.in_channels) + " channels");
         const kernels::ConvGeom g = conv_geom(nd, in);
-        if (g.H + 2 * g.pad_h < g.dil_h * (g.R - 1) + 1 || g.W + 2 * g.pad_w < g.dil_w * (g.S - 1) + 1)
+        if (g.H + g.pad_top + g.pad_bottom < g.dil_h * (g.R - 1) + 1 ||
+            g.W + g.pad_left + g.pad_right < g.dil_w * (g.S - 1) + 1)
           fail("is smaller than the kernel");
         shapes[i] = {in[0], a.out_channels, g.out_h(), g.out_w()};
         break;
@@ -259,7 +266,8 @@ std::vector<Shape> Graph::infer_shapes(int64_t n) const {
       case OpKind::AvgPool2d: {
         need4();
         const kernels::PoolGeom g = pool_geom(nd, in);
-        if (g.H + 2 * g.pad_h < g.kh || g.W + 2 * g.pad_w < g.kw) fail("is smaller than the pooling window");
+        if (g.H + g.pad_top + g.pad_bottom < g.kh || g.W + g.pad_left + g.pad_right < g.kw)
+          fail("is smaller than the pooling window");
         shapes[i] = {in[0], in[1], g.out_h(), g.out_w()};
         break;
       }

@@ -31,13 +31,33 @@ enum class OpKind {
 const char* op_name(OpKind op);  // the model-JSON spelling: "conv2d", "batchnorm2d", ...
 OpKind op_from_name(const std::string& name);  // throws Error for an unknown op
 
+// The zero padding of a conv or pool: rows and columns added on each side, or TensorFlow's "SAME"
+// rule (output = ceil(input / stride), the total padding split with the extra one at the bottom /
+// right), which depends on the input size and so is resolved for each input (resolve_padding).
+struct Padding {
+  int64_t top = 0, left = 0, bottom = 0, right = 0;
+  bool same = false;
+  Padding() = default;
+  Padding(int64_t h, int64_t w) : top(h), left(w), bottom(h), right(w) {}  // PyTorch's [ph, pw]
+  Padding(int64_t t, int64_t l, int64_t b, int64_t r) : top(t), left(l), bottom(b), right(r) {}
+  static Padding tf_same() {
+    Padding p;
+    p.same = true;
+    return p;
+  }
+  bool symmetric() const { return !same && top == bottom && left == right; }
+  bool operator==(const Padding& o) const {
+    return top == o.top && left == o.left && bottom == o.bottom && right == o.right && same == o.same;
+  }
+};
+
 // Attributes of every op in one plain struct; each op reads the fields it needs.
 struct OpAttrs {
   int64_t in_channels = 0;   // Conv2d, BatchNorm2d (num_features), Linear (in_features)
   int64_t out_channels = 0;  // Conv2d, Linear (out_features)
   std::array<int64_t, 2> kernel{1, 1};  // Conv2d, pools
   std::array<int64_t, 2> stride{1, 1};
-  std::array<int64_t, 2> padding{0, 0};
+  Padding padding;                      // Conv2d, pools
   std::array<int64_t, 2> dilation{1, 1};
   int64_t groups = 1;
   bool bias = false;               // Conv2d, Linear

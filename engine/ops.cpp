@@ -1,5 +1,6 @@
 #include "engine/ops.h"
 
+#include <algorithm>
 #include <cmath>
 
 
@@ -15,6 +16,25 @@ const Tensor& effective_param(const Node& node, const WeightOverlay* overlay, co
   return it->second;
 }
 
+namespace {
+// TensorFlow's "SAME" along one axis: output ceil(in / stride); the padding that needs, split with
+// the odd one after.
+void same_padding(int64_t in, int64_t window, int64_t stride, int64_t& before, int64_t& after) {
+  const int64_t out = (in + stride - 1) / stride;
+  const int64_t total = std::max<int64_t>((out - 1) * stride + window - in, 0);
+  before = total / 2;
+  after = total - before;
+}
+}  // namespace
+
+Padding resolve_padding(const OpAttrs& a, int64_t h, int64_t w) {
+  if (!a.padding.same) return a.padding;
+  Padding p;
+  same_padding(h, a.dilation[0] * (a.kernel[0] - 1) + 1, a.stride[0], p.top, p.bottom);
+  same_padding(w, a.dilation[1] * (a.kernel[1] - 1) + 1, a.stride[1], p.left, p.right);
+  return p;
+}
+
 kernels::ConvGeom conv_geom(const Node& node, const Shape& in) {
   const OpAttrs& a = node.attrs;
   kernels::ConvGeom g;
@@ -27,8 +47,8 @@ kernels::ConvGeom conv_geom(const Node& node, const Shape& in) {
   g.S = a.kernel[1];
   g.stride_h = a.stride[0];
   g.stride_w = a.stride[1];
-  g.pad_h = a.padding[0];
-  g.pad_w = a.padding[1];
+  const Padding p = resolve_padding(a, g.H, g.W);
+  g.pad_top = p.top, g.pad_left = p.left, g.pad_bottom = p.bottom, g.pad_right = p.right;
   g.dil_h = a.dilation[0];
   g.dil_w = a.dilation[1];
   g.groups = a.groups;
@@ -46,8 +66,8 @@ kernels::PoolGeom pool_geom(const Node& node, const Shape& in) {
   g.kw = a.kernel[1];
   g.stride_h = a.stride[0];
   g.stride_w = a.stride[1];
-  g.pad_h = a.padding[0];
-  g.pad_w = a.padding[1];
+  const Padding p = resolve_padding(a, g.H, g.W);  // pools have dilation 1
+  g.pad_top = p.top, g.pad_left = p.left, g.pad_bottom = p.bottom, g.pad_right = p.right;
   g.ceil_mode = a.ceil_mode;
   g.count_include_pad = a.count_include_pad;
   return g;

@@ -16,6 +16,9 @@ namespace spade {
 // The parameter a node uses: the overlay's replacement when it has one, else the node's own.
 const Tensor& effective_param(const Node& node, const WeightOverlay* overlay, const std::string& name);
 
+// The explicit padding a conv or pool with these attributes applies to an h x w input ("SAME"
+// resolved; pools must leave dilation at 1).
+Padding resolve_padding(const OpAttrs& a, int64_t h, int64_t w);
 kernels::ConvGeom conv_geom(const Node& node, const Shape& in);
 kernels::PoolGeom pool_geom(const Node& node, const Shape& in);
 kernels::BNGeom bn_geom(const Shape& in);

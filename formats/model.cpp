@@ -6,6 +6,7 @@
 #include <random>
 
 #include "formats/file_io.h"
+#include "formats/labels.h"
 #include "formats/safetensors.h"
 
 namespace spade {
@@ -40,6 +41,11 @@ int64_t output_classes(const Graph& g) {
 std::vector<std::string> default_labels(const std::string& arch, int64_t classes) {
   if (zoo_is_cifar(arch) && classes == 10) return cifar10_labels();
   if (!zoo_is_cifar(arch) && classes == 1000) return imagenet_labels();
+  if (!zoo_is_cifar(arch) && classes == 1001) {  // TensorFlow's ImageNet models: 0 is "background"
+    std::vector<std::string> l{"background"};
+    for (const std::string& name : imagenet_labels()) l.push_back(name);
+    return l;
+  }
   return numbered_labels(classes);
 }
 
@@ -87,6 +93,26 @@ struct Reader {
       fail(where, std::string("\"") + key + "\" must be an integer or an array of 2 integers");
     return {v[0].get<int64_t>(), v[1].get<int64_t>()};
   }
+  // "padding": an integer (every side), [ph, pw] (PyTorch's: top = bottom = ph, left = right =
+  // pw), [top, left, bottom, right], or "same" (TensorFlow's rule, resolved per input size).
+  Padding padding(const json& j, const std::string& where) const {
+    if (!j.contains("padding")) return {};
+    const json& v = j.at("padding");
+    if (v.is_string()) {
+      if (v.get<std::string>() != "same") fail(where, "\"padding\" must be \"same\" when it is a string");
+      return Padding::tf_same();
+    }
+    if (v.is_array() && v.size() == 4) {
+      for (const json& e : v)
+        if (!e.is_number_integer())
+          fail(where, "\"padding\" must be an integer, [ph, pw], [top, left, bottom, right] or \"same\"");
+      return {v[0].get<int64_t>(), v[1].get<int64_t>(), v[2].get<int64_t>(), v[3].get<int64_t>()};
+    }
+    if (!v.is_number_integer() && !(v.is_array() && v.size() == 2))
+      fail(where, "\"padding\" must be an integer, [ph, pw], [top, left, bottom, right] or \"same\"");
+    const std::array<int64_t, 2> p = pair(j, where, "padding", {0, 0});
+    return {p[0], p[1]};
+  }
   std::array<float, 3> triple(const json& j, const std::string& where, const char* key,
                               std::array<float, 3> def) const {
     if (!j.contains(key)) return def;
@@ -110,7 +136,7 @@ OpAttrs read_attrs(const Reader& r, const json& j, OpKind op, const std::string&
       a.kernel = r.pair(j, where, "kernel", {0, 0});
       if (!j.contains("kernel")) r.fail(where, "missing \"kernel\"");
       a.stride = r.pair(j, where, "stride", {1, 1});
-      a.padding = r.pair(j, where, "padding", {0, 0});
+      a.padding = r.padding(j, where);
       a.dilation = r.pair(j, where, "dilation", {1, 1});
       a.groups = r.integer(j, where, "groups", 1);
       a.bias = r.boolean(j, where, "bias", false);
@@ -131,7 +157,7 @@ OpAttrs read_attrs(const Reader& r, const json& j, OpKind op, const std::string&
       a.kernel = r.pair(j, where, "kernel", {0, 0});
       if (!j.contains("kernel")) r.fail(where, "missing \"kernel\"");
       a.stride = r.pair(j, where, "stride", a.kernel);
-      a.padding = r.pair(j, where, "padding", {0, 0});
+      a.padding = r.padding(j, where);
       a.ceil_mode = r.boolean(j, where, "ceil_mode", false);
       a.count_include_pad = r.boolean(j, where, "count_include_pad", true);
       break;
@@ -152,13 +178,18 @@ json attrs_json(const Node& n) {
   const OpAttrs& a = n.attrs;
   json j;
   auto pair = [](const std::array<int64_t, 2>& p) { return json::array({p[0], p[1]}); };
+  auto padding = [](const Padding& p) -> json {
+    if (p.same) return "same";
+    if (p.symmetric()) return json::array({p.top, p.left});
+    return json::array({p.top, p.left, p.bottom, p.right});
+  };
   switch (n.op) {
     case OpKind::Conv2d:
       j["in_channels"] = a.in_channels;
       j["out_channels"] = a.out_channels;
       j["kernel"] = pair(a.kernel);
       j["stride"] = pair(a.stride);
-      j["padding"] = pair(a.padding);
+      j["padding"] = padding(a.padding);
       j["dilation"] = pair(a.dilation);
       j["groups"] = a.groups;
       j["bias"] = a.bias;
@@ -177,7 +208,7 @@ json attrs_json(const Node& n) {
     case OpKind::AvgPool2d:
       j["kernel"] = pair(a.kernel);
       j["stride"] = pair(a.stride);
-      j["padding"] = pair(a.padding);
+      j["padding"] = padding(a.padding);
       j["ceil_mode"] = a.ceil_mode;
       if (n.op == OpKind::AvgPool2d) j["count_include_pad"] = a.count_include_pad;
       break;
@@ -213,6 +244,10 @@ Model make_zoo_model(const std::string& arch, const ZooOptions& opt) {
   } else {
     m.preprocess.resize = 256;
     m.preprocess.crop = 224;
+  }
+  if (arch == "mobilenet_v2_tf") {  // TF-slim's inception preprocessing: pixels to [-1, 1]
+    m.preprocess.mean = {0.5f, 0.5f, 0.5f};
+    m.preprocess.std = {0.5f, 0.5f, 0.5f};
   }
   m.labels = default_labels(arch, output_classes(m.graph));
   return m;
@@ -327,6 +362,16 @@ Model parse_model_json(const std::string& text, const std::string& path) {
   } else {
     m.labels = default_labels(m.arch, classes);
   }
+  if (j.contains("label_ids")) {
+    const json& l = j.at("label_ids");
+    if (!l.is_array() || l.size() != m.labels.size())
+      throw Error(path + ": \"label_ids\" must be an array of " + std::to_string(m.labels.size()) +
+                  " strings (one per label; \"\" for none)");
+    for (const json& s : l) {
+      if (!s.is_string()) throw Error(path + ": \"label_ids\" must be an array of strings");
+      m.label_ids.push_back(s.get<std::string>());
+    }
+  }
   std::string weights = r.string(j, "header", "weights", "");
   if (!weights.empty()) m.weights_path = join_path(parent_dir(path), weights);
   return m;
@@ -362,6 +407,7 @@ Model load_model(const std::string& model, const LoadOptions& opt) {
     build_zoo_graph(model);  // throws the "unknown architecture" message listing the built-ins
   }
   m.source = model;
+  if (!opt.labels_file.empty()) apply_labels_file(m, opt.labels_file);
   if (m.weights_path.empty() && opt.random_init_seed >= 0) random_init(m.graph, opt.random_init_seed);
   return m;
 }
@@ -377,6 +423,7 @@ std::string model_to_json(const Model& m, const std::string& weights_rel) {
                      {"mean", m.preprocess.mean},
                      {"std", m.preprocess.std}};
   j["labels"] = m.labels;
+  if (!m.label_ids.empty()) j["label_ids"] = m.label_ids;
   j["weights"] = weights_rel;
   j["output"] = m.graph.node(m.graph.output()).name;
   json nodes = json::array();
@@ -403,6 +450,17 @@ void save_model(const Model& m, const std::string& json_path) {
   save_safetensors(join_path(parent_dir(json_path), weights_name), tensors,
                    {{"format", "pt"}, {"arch", m.arch}, {"producer", "spade"}});
   write_file_atomic(json_path, model_to_json(m, weights_name));
+}
+
+void apply_labels_file(Model& m, const std::string& path) {
+  Labels l = read_labels_file(path);
+  const int64_t classes = output_classes(m.graph);
+  if (classes > 0 && static_cast<int64_t>(l.names.size()) != classes)
+    throw Error(path + ": " + std::to_string(l.names.size()) + " labels, but the model " + m.source + " has " +
+                std::to_string(classes) + " outputs");
+  m.labels = std::move(l.names);
+  m.label_ids.clear();
+  if (l.has_ids()) m.label_ids = std::move(l.ids);
 }
 
 void random_init(Graph& g, uint64_t seed) {

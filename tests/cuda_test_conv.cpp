@@ -30,16 +30,22 @@ ConvGeom geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, 
   ConvGeom g;
   g.N = N, g.C = C, g.H = H, g.W = W, g.K = K, g.R = R, g.S = S;
   g.stride_h = g.stride_w = stride;
-  g.pad_h = g.pad_w = pad;
+  g.set_padding(pad, pad);
   g.dil_h = g.dil_w = dil;
   g.groups = groups;
+  return g;
+}
+
+ConvGeom padded(ConvGeom g, int64_t top, int64_t left, int64_t bottom, int64_t right) {
+  g.pad_top = top, g.pad_left = left, g.pad_bottom = bottom, g.pad_right = right;
   return g;
 }
 
 std::string describe(const ConvGeom& g) {
   std::ostringstream os;
   os << "N=" << g.N << " C=" << g.C << " " << g.H << "x" << g.W << " K=" << g.K << " kernel " << g.R << "x" << g.S
-     << " stride " << g.stride_h << "," << g.stride_w << " pad " << g.pad_h << "," << g.pad_w << " dil " << g.dil_h
+     << " stride " << g.stride_h << "," << g.stride_w << " pad " << g.pad_top << "," << g.pad_left << ","
+     << g.pad_bottom << "," << g.pad_right << " dil " << g.dil_h
      << "," << g.dil_w << " groups " << g.groups;
   return os.str();
 }
@@ -98,7 +104,7 @@ TEST_CASE("GPU: convolutions match the CPU over a sweep of geometries", "[cuda][
   SPADE_REQUIRE_GPU();
   ConvGeom asym = geom(2, 4, 10, 12, 6, 1, 3);  // 1x3 kernel, stride 1x2, padding 0x1
   asym.stride_w = 2;
-  asym.pad_w = 1;
+  asym.pad_left = asym.pad_right = 1;
   const std::vector<ConvGeom> cases = {
       geom(2, 5, 7, 9, 6, 1, 1),                // 1x1: the images are the GEMM operands
       geom(3, 8, 9, 7, 5, 1, 1, 2),             // 1x1 stride 2 (ResNet downsampling)
@@ -120,6 +126,10 @@ TEST_CASE("GPU: convolutions match the CPU over a sweep of geometries", "[cuda][
       geom(2, 6, 11, 10, 12, 3, 3, 1, 1, 1, 6),    // depthwise, channel multiplier 2
       geom(1, 5, 17, 15, 10, 5, 5, 2, 4, 2, 5),    // depthwise 5x5, multiplier 2, stride 2, dilation 2
       geom(4, 3, 9, 9, 9, 3, 3, 1, 0, 1, 3),       // depthwise without padding, multiplier 3
+      padded(geom(2, 3, 16, 16, 8, 3, 3, 2), 0, 0, 1, 1),         // TensorFlow "SAME", stride 2
+      padded(geom(2, 6, 15, 14, 6, 3, 3, 2, 0, 1, 6), 1, 0, 1, 1),  // depthwise, odd/even "SAME"
+      padded(geom(3, 4, 9, 11, 5, 5, 3, 1), 2, 0, 1, 2),          // every side different
+      padded(geom(2, 8, 10, 9, 8, 3, 3, 1, 0, 2, 8), 0, 3, 2, 1),   // depthwise, dilation 2
   };
   uint64_t seed = 100;
   for (const ConvGeom& g : cases)

@@ -226,7 +226,7 @@ namespace {
 std::string describe(const PoolGeom& g) {
   std::ostringstream os;
   os << "N=" << g.N << " C=" << g.C << " " << g.H << "x" << g.W << " kernel " << g.kh << "x" << g.kw << " stride "
-     << g.stride_h << "," << g.stride_w << " pad " << g.pad_h << "," << g.pad_w << (g.ceil_mode ? " ceil" : "")
+     << g.stride_h << "," << g.stride_w << " pad " << g.pad_top << "," << g.pad_left << "," << g.pad_bottom << "," << g.pad_right << (g.ceil_mode ? " ceil" : "")
      << (g.count_include_pad ? "" : " exclude-pad") << " -> " << g.out_h() << "x" << g.out_w();
   return os.str();
 }
@@ -235,7 +235,7 @@ PoolGeom pool(int64_t N, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw
               int64_t pw, bool ceil, bool include_pad = true) {
   PoolGeom g;
   g.N = N, g.C = C, g.H = H, g.W = W, g.kh = kh, g.kw = kw;
-  g.stride_h = sh, g.stride_w = sw, g.pad_h = ph, g.pad_w = pw;
+  g.stride_h = sh, g.stride_w = sw, g.pad_top = g.pad_bottom = ph, g.pad_left = g.pad_right = pw;
   g.ceil_mode = ceil;
   g.count_include_pad = include_pad;
   return g;
@@ -265,6 +265,14 @@ std::vector<PoolGeom> pool_sweep() {
   out.push_back(pool(8, 64, 112, 112, 3, 3, 2, 2, 1, 1, false));  // ResNet stem max pool
   out.push_back(pool(8, 256, 56, 56, 2, 2, 2, 2, 0, 0, false));
   out.push_back(pool(4, 96, 57, 57, 3, 3, 1, 1, 1, 1, true, false));
+  for (bool include : {true, false}) {  // asymmetric ("SAME"-style) padding, no ceil mode
+    PoolGeom a = pool(2, 3, 8, 9, 3, 3, 2, 2, 0, 0, false, include);
+    a.pad_bottom = a.pad_right = 1;
+    out.push_back(a);
+    PoolGeom b = pool(1, 4, 7, 6, 2, 3, 1, 2, 1, 0, false, include);
+    b.pad_bottom = 0, b.pad_right = 1;
+    out.push_back(b);
+  }
   return out;
 }
 

@@ -21,13 +21,26 @@ std::array<int64_t, 2> pair_attr(const json& a, const char* key, std::array<int6
   return {v.at(0).get<int64_t>(), v.at(1).get<int64_t>()};
 }
 
+// [ph, pw], [top, left, bottom, right] or "same"
+Padding padding_attr(const json& a) {
+  if (!a.contains("padding")) return {};
+  const json& v = a.at("padding");
+  if (v.is_string()) {
+    REQUIRE(v.get<std::string>() == "same");
+    return Padding::tf_same();
+  }
+  if (v.size() == 4) return {v[0].get<int64_t>(), v[1].get<int64_t>(), v[2].get<int64_t>(), v[3].get<int64_t>()};
+  const std::array<int64_t, 2> p = pair_attr(a, "padding", {0, 0});
+  return {p[0], p[1]};
+}
+
 OpAttrs attrs_from(const json& a, OpKind op) {
   OpAttrs o;
   o.in_channels = a.value("in_channels", a.value("num_features", int64_t{0}));
   o.out_channels = a.value("out_channels", int64_t{0});
   o.kernel = pair_attr(a, "kernel", {1, 1});
   o.stride = pair_attr(a, "stride", op == OpKind::Conv2d ? std::array<int64_t, 2>{1, 1} : o.kernel);
-  o.padding = pair_attr(a, "padding", {0, 0});
+  o.padding = padding_attr(a);
   o.dilation = pair_attr(a, "dilation", {1, 1});
   o.groups = a.value("groups", int64_t{1});
   o.bias = a.value("bias", false);

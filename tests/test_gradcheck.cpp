@@ -9,6 +9,7 @@
 #include <random>
 
 #include "engine/executor.h"
+#include "engine/ops.h"
 #include "support/test_support.h"
 
 using namespace spade;
@@ -134,6 +135,52 @@ TEST_CASE("conv2d gradients match finite differences over a sweep", "[gradcheck]
       a.bias = c.bias;
       g.add("conv", OpKind::Conv2d, a, {"input"});
       gradcheck(g, {2, c.cin, 9, 8}, false, 100 + i);
+    }
+  }
+}
+
+TEST_CASE("conv2d and pooling gradients match finite differences with asymmetric and SAME padding",
+          "[gradcheck][conv][padding]") {
+  struct Cfg {
+    OpKind op;
+    int64_t cin, cout, k, stride, dil, groups;
+    Padding padding;
+    bool include_pad;  // average pooling
+  };
+  const Padding same = Padding::tf_same();
+  const std::vector<Cfg> cfgs = {
+      {OpKind::Conv2d, 3, 4, 3, 2, 1, 1, {0, 0, 1, 1}, true},  // MobileNet's stem on an even input
+      {OpKind::Conv2d, 3, 4, 3, 2, 1, 1, same, true},          // 9x8: 1/1 rows, 0/1 columns
+      {OpKind::Conv2d, 4, 4, 3, 2, 1, 4, same, true},          // depthwise
+      {OpKind::Conv2d, 4, 8, 3, 2, 2, 4, same, true},          // depthwise x2, dilation 2
+      {OpKind::Conv2d, 4, 6, 3, 1, 1, 1, {2, 0, 1, 2}, true},  // every side different
+      {OpKind::Conv2d, 3, 4, 4, 3, 1, 1, same, true},          // even kernel, stride 3
+      {OpKind::MaxPool2d, 2, 2, 3, 2, 1, 1, same, true},
+      {OpKind::MaxPool2d, 2, 2, 2, 1, 1, 1, {1, 0, 0, 1}, true},
+      {OpKind::AvgPool2d, 2, 2, 3, 2, 1, 1, same, true},
+      {OpKind::AvgPool2d, 2, 2, 3, 2, 1, 1, same, false},
+      {OpKind::AvgPool2d, 2, 2, 3, 1, 1, 1, {0, 1, 1, 0}, false},
+  };
+  for (size_t i = 0; i < cfgs.size(); ++i) {
+    const Cfg& c = cfgs[i];
+    DYNAMIC_SECTION("config " << i) {
+      Graph g;
+      OpAttrs a;
+      a.in_channels = c.cin;
+      a.out_channels = c.cout;
+      a.kernel = {c.k, c.k};
+      a.stride = {c.stride, c.stride};
+      a.padding = c.padding;
+      a.dilation = {c.dil, c.dil};
+      a.groups = c.groups;
+      a.count_include_pad = c.include_pad;
+      g.add("op", c.op, a, {"input"});
+      const bool is_max = c.op == OpKind::MaxPool2d;
+      const Shape in{2, c.cin, 9, 8};
+      // The padding really is asymmetric here: the output size says so.
+      const Padding p = resolve_padding(a, in[2], in[3]);
+      CHECK(!p.symmetric());
+      gradcheck(g, in, false, 300 + i, {is_max ? 1e-2f : 0.05f, 5.f, is_max});
     }
   }
 }

@@ -97,8 +97,8 @@ std::vector<double> stranded_relevance(const BackwardContext& ctx) {
           for (int64_t c = 0; c < cg && !positive; ++c)
             for (int64_t i = 0; i < a.kernel[0] && !positive; ++i)
               for (int64_t j = 0; j < a.kernel[1] && !positive; ++j) {
-                const int64_t h = oh * a.stride[0] - a.padding[0] + i * a.dilation[0];
-                const int64_t v = ow * a.stride[1] - a.padding[1] + j * a.dilation[1];
+                const int64_t h = oh * a.stride[0] - a.padding.top + i * a.dilation[0];
+                const int64_t v = ow * a.stride[1] - a.padding.left + j * a.dilation[1];
                 if (h < 0 || h >= H || v < 0 || v >= W) continue;
                 const float xi = x[((n * C + (k / kg) * cg + c) * H + h) * W + v];
                 positive = xi * w[((k * cg + c) * a.kernel[0] + i) * a.kernel[1] + j] > 0.f;

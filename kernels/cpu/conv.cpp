@@ -25,7 +25,8 @@ inline void valid_range(int64_t out, int64_t size, int64_t stride, int64_t pad, 
 }
 
 bool is_pointwise(const ConvGeom& g) {
-  return g.R == 1 && g.S == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0;
+  return g.R == 1 && g.S == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 && g.pad_left == 0 &&
+         g.pad_bottom == 0 && g.pad_right == 0;
 }
 
 float* scratch(int64_t n) {
@@ -49,13 +50,13 @@ void dw_forward(const ConvGeom& g, const float* x, const float* w, const float* 
       std::fill(out, out + OH * OW, bias ? bias[k] : 0.f);
       for (int64_t r = 0; r < g.R; ++r) {
         int64_t oh0, oh1;
-        valid_range(OH, g.H, g.stride_h, g.pad_h, r * g.dil_h, oh0, oh1);
+        valid_range(OH, g.H, g.stride_h, g.pad_top, r * g.dil_h, oh0, oh1);
         for (int64_t s = 0; s < g.S; ++s) {
           const float wv = w[(k * g.R + r) * g.S + s];
           int64_t ow0, ow1;
-          valid_range(OW, g.W, g.stride_w, g.pad_w, s * g.dil_w, ow0, ow1);
+          valid_range(OW, g.W, g.stride_w, g.pad_left, s * g.dil_w, ow0, ow1);
           for (int64_t oh = oh0; oh < oh1; ++oh) {
-            const float* irow = in + (oh * g.stride_h - g.pad_h + r * g.dil_h) * g.W - g.pad_w + s * g.dil_w;
+            const float* irow = in + (oh * g.stride_h - g.pad_top + r * g.dil_h) * g.W - g.pad_left + s * g.dil_w;
             float* orow = out + oh * OW;
             if (g.stride_w == 1) {
               for (int64_t ow = ow0; ow < ow1; ++ow) orow[ow] += wv * irow[ow];
@@ -79,13 +80,13 @@ void dw_backward_input(const ConvGeom& g, const float* gy, const float* w, float
         const float* gout = gy + (n * g.K + k) * OH * OW;
         for (int64_t r = 0; r < g.R; ++r) {
           int64_t oh0, oh1;
-          valid_range(OH, g.H, g.stride_h, g.pad_h, r * g.dil_h, oh0, oh1);
+          valid_range(OH, g.H, g.stride_h, g.pad_top, r * g.dil_h, oh0, oh1);
           for (int64_t s = 0; s < g.S; ++s) {
             const float wv = w[(k * g.R + r) * g.S + s];
             int64_t ow0, ow1;
-            valid_range(OW, g.W, g.stride_w, g.pad_w, s * g.dil_w, ow0, ow1);
+            valid_range(OW, g.W, g.stride_w, g.pad_left, s * g.dil_w, ow0, ow1);
             for (int64_t oh = oh0; oh < oh1; ++oh) {
-              float* irow = gin + (oh * g.stride_h - g.pad_h + r * g.dil_h) * g.W - g.pad_w + s * g.dil_w;
+              float* irow = gin + (oh * g.stride_h - g.pad_top + r * g.dil_h) * g.W - g.pad_left + s * g.dil_w;
               const float* orow = gout + oh * OW;
               for (int64_t ow = ow0; ow < ow1; ++ow) irow[ow * g.stride_w] += wv * orow[ow];
             }
@@ -103,14 +104,14 @@ void dw_backward_params(const ConvGeom& g, const float* x, const float* gy, floa
     for (int64_t r = 0; r < g.R; ++r)
       for (int64_t s = 0; s < g.S; ++s) {
         int64_t oh0, oh1, ow0, ow1;
-        valid_range(OH, g.H, g.stride_h, g.pad_h, r * g.dil_h, oh0, oh1);
-        valid_range(OW, g.W, g.stride_w, g.pad_w, s * g.dil_w, ow0, ow1);
+        valid_range(OH, g.H, g.stride_h, g.pad_top, r * g.dil_h, oh0, oh1);
+        valid_range(OW, g.W, g.stride_w, g.pad_left, s * g.dil_w, ow0, ow1);
         double acc = 0;
         for (int64_t n = 0; n < g.N; ++n) {
           const float* in = x + (n * g.C + k / m) * g.H * g.W;
           const float* gout = gy + (n * g.K + k) * OH * OW;
           for (int64_t oh = oh0; oh < oh1; ++oh) {
-            const float* irow = in + (oh * g.stride_h - g.pad_h + r * g.dil_h) * g.W - g.pad_w + s * g.dil_w;
+            const float* irow = in + (oh * g.stride_h - g.pad_top + r * g.dil_h) * g.W - g.pad_left + s * g.dil_w;
             const float* orow = gout + oh * OW;
             float part = 0;
             for (int64_t ow = ow0; ow < ow1; ++ow) part += orow[ow] * irow[ow * g.stride_w];
@@ -176,15 +177,15 @@ void im2col(const ConvGeom& g, const float* image, int64_t c0, float* cols, int6
     const float* plane = image + (c0 + c) * g.H * g.W;
     for (int64_t r = 0; r < g.R; ++r) {
       int64_t oh0, oh1;
-      valid_range(OH, g.H, g.stride_h, g.pad_h, r * g.dil_h, oh0, oh1);
+      valid_range(OH, g.H, g.stride_h, g.pad_top, r * g.dil_h, oh0, oh1);
       for (int64_t s = 0; s < g.S; ++s) {
         float* row = cols + ((c * g.R + r) * g.S + s) * ld;
         int64_t ow0, ow1;
-        valid_range(OW, g.W, g.stride_w, g.pad_w, s * g.dil_w, ow0, ow1);
+        valid_range(OW, g.W, g.stride_w, g.pad_left, s * g.dil_w, ow0, ow1);
         std::fill(row, row + oh0 * OW, 0.f);
         for (int64_t oh = oh0; oh < oh1; ++oh) {
           float* o = row + oh * OW;
-          const float* irow = plane + (oh * g.stride_h - g.pad_h + r * g.dil_h) * g.W - g.pad_w + s * g.dil_w;
+          const float* irow = plane + (oh * g.stride_h - g.pad_top + r * g.dil_h) * g.W - g.pad_left + s * g.dil_w;
           std::fill(o, o + ow0, 0.f);
           if (g.stride_w == 1)
             std::memcpy(o + ow0, irow + ow0, (ow1 - ow0) * sizeof(float));
@@ -204,14 +205,14 @@ void col2im_add(const ConvGeom& g, const float* cols, int64_t c0, float* image) 
     float* plane = image + (c0 + c) * g.H * g.W;
     for (int64_t r = 0; r < g.R; ++r) {
       int64_t oh0, oh1;
-      valid_range(OH, g.H, g.stride_h, g.pad_h, r * g.dil_h, oh0, oh1);
+      valid_range(OH, g.H, g.stride_h, g.pad_top, r * g.dil_h, oh0, oh1);
       for (int64_t s = 0; s < g.S; ++s) {
         const float* row = cols + ((c * g.R + r) * g.S + s) * OH * OW;
         int64_t ow0, ow1;
-        valid_range(OW, g.W, g.stride_w, g.pad_w, s * g.dil_w, ow0, ow1);
+        valid_range(OW, g.W, g.stride_w, g.pad_left, s * g.dil_w, ow0, ow1);
         for (int64_t oh = oh0; oh < oh1; ++oh) {
           const float* o = row + oh * OW;
-          float* irow = plane + (oh * g.stride_h - g.pad_h + r * g.dil_h) * g.W - g.pad_w + s * g.dil_w;
+          float* irow = plane + (oh * g.stride_h - g.pad_top + r * g.dil_h) * g.W - g.pad_left + s * g.dil_w;
           for (int64_t ow = ow0; ow < ow1; ++ow) irow[ow * g.stride_w] += o[ow];
         }
       }

@@ -9,10 +9,14 @@ struct ConvGeom {
   int64_t N = 1, C = 1, H = 1, W = 1;  // input
   int64_t K = 1;                       // output channels
   int64_t R = 1, S = 1;                // kernel height, width
-  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
+  int64_t stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1;
+  // Zero rows/columns added before (top, left) and after (bottom, right) the image; the kernels
+  // offset windows by the leading padding, the trailing one only sets the output size.
+  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
   int64_t groups = 1;
-  int64_t out_h() const { return (H + 2 * pad_h - dil_h * (R - 1) - 1) / stride_h + 1; }
-  int64_t out_w() const { return (W + 2 * pad_w - dil_w * (S - 1) - 1) / stride_w + 1; }
+  void set_padding(int64_t ph, int64_t pw) { pad_top = pad_bottom = ph, pad_left = pad_right = pw; }
+  int64_t out_h() const { return (H + pad_top + pad_bottom - dil_h * (R - 1) - 1) / stride_h + 1; }
+  int64_t out_w() const { return (W + pad_left + pad_right - dil_w * (S - 1) - 1) / stride_w + 1; }
   int64_t cin_per_group() const { return C / groups; }
   int64_t cout_per_group() const { return K / groups; }
   bool depthwise() const { return groups == C && groups > 1; }

@@ -6,12 +6,16 @@ namespace spade::kernels {
 
 struct PoolGeom {
   int64_t N = 1, C = 1, H = 1, W = 1;
-  int64_t kh = 1, kw = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  int64_t kh = 1, kw = 1, stride_h = 1, stride_w = 1;
+  // Padding before (top, left) and after (bottom, right); max pooling ignores padded positions,
+  // average pooling counts them in the divisor when count_include_pad.
+  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
   bool ceil_mode = false;
   bool count_include_pad = true;  // average pooling only
-  int64_t out_h() const { return out_size(H, kh, stride_h, pad_h); }
-  int64_t out_w() const { return out_size(W, kw, stride_w, pad_w); }
-  int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p) const;
+  void set_padding(int64_t ph, int64_t pw) { pad_top = pad_bottom = ph, pad_left = pad_right = pw; }
+  int64_t out_h() const { return out_size(H, kh, stride_h, pad_top, pad_bottom); }
+  int64_t out_w() const { return out_size(W, kw, stride_w, pad_left, pad_right); }
+  int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t before, int64_t after) const;
 };
 
 void maxpool2d_forward(const PoolGeom& g, const float* x, float* y);

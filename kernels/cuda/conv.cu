@@ -40,7 +40,8 @@ void with_index_type(bool small, F&& f) {
 }
 
 bool is_pointwise(const ConvGeom& g) {
-  return g.R == 1 && g.S == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0;
+  return g.R == 1 && g.S == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 && g.pad_left == 0 &&
+         g.pad_bottom == 0 && g.pad_right == 0;
 }
 
 int64_t images_per_chunk(int64_t bytes_per_image, int64_t N) {
@@ -61,7 +62,7 @@ struct Window {
 template <typename I>
 Window<I> window_of(const ConvGeom& g) {
   return {I(g.C),        I(g.H),        I(g.W),     I(g.R),     I(g.S),     I(g.out_h()), I(g.out_w()),
-          I(g.stride_h), I(g.stride_w), I(g.pad_h), I(g.pad_w), I(g.dil_h), I(g.dil_w)};
+          I(g.stride_h), I(g.stride_w), I(g.pad_top), I(g.pad_left), I(g.dil_h), I(g.dil_w)};
 }
 
 // Output positions o in [lo, hi) whose input coordinate o*stride - pad + offset is in [0, size).

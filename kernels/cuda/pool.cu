@@ -26,14 +26,15 @@ bool fits_int32(int64_t v) { return v <= INT32_MAX - kMaxGridBlocks * kThreads; 
 
 template <class I>
 struct Geom {
-  I planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw;
+  I planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, ph_end, pw_end;  // padding before and after
   bool count_include_pad;
 };
 
 template <class I>
 Geom<I> geom_as(const PoolGeom& g) {
   return Geom<I>{I(g.N * g.C), I(g.H), I(g.W), I(g.out_h()), I(g.out_w()), I(g.kh), I(g.kw),
-                 I(g.stride_h), I(g.stride_w), I(g.pad_h), I(g.pad_w), g.count_include_pad};
+                 I(g.stride_h), I(g.stride_w), I(g.pad_top), I(g.pad_left), I(g.pad_bottom), I(g.pad_right),
+                 g.count_include_pad};
 }
 
 // The outputs along one axis whose window covers input position h: o * s - p <= h < o * s - p + k.
@@ -124,9 +125,9 @@ struct Window {
 };
 
 template <class I>
-__device__ inline Window<I> window(I o, I s, I p, I k, I in) {
+__device__ inline Window<I> window(I o, I s, I p, I p_end, I k, I in) {
   const I lo = o * s - p;
-  const I hi = min(lo + k, in + p);
+  const I hi = min(lo + k, in + p_end);
   return {max(lo, I(0)), min(hi, in), hi - lo};
 }
 
@@ -141,7 +142,8 @@ __global__ void avgpool_forward_kernel(Geom<I> g, const float* __restrict__ x, f
   for (I o = I(blockIdx.x) * blockDim.x + threadIdx.x; o < total; o += step) {
     I pl, oh, ow;
     split_output(o, g, pl, oh, ow);
-    const Window<I> wh = window(oh, g.sh, g.ph, g.kh, g.H), ww = window(ow, g.sw, g.pw, g.kw, g.W);
+    const Window<I> wh = window(oh, g.sh, g.ph, g.ph_end, g.kh, g.H);
+    const Window<I> ww = window(ow, g.sw, g.pw, g.pw_end, g.kw, g.W);
     const float* in = x + pl * g.H * g.W;
     float sum = 0;
     for (I h = wh.lo; h < wh.hi; ++h)
@@ -161,9 +163,9 @@ __global__ void avgpool_backward_kernel(Geom<I> g, const float* __restrict__ gy,
     covering(w, g.sw, g.pw, g.kw, g.OW, ow0, ow1);
     float acc = 0.f;
     for (I oh = oh0; oh <= oh1; ++oh) {
-      const Window<I> wh = window(oh, g.sh, g.ph, g.kh, g.H);
+      const Window<I> wh = window(oh, g.sh, g.ph, g.ph_end, g.kh, g.H);
       for (I ow = ow0; ow <= ow1; ++ow) {
-        const I div = divisor(g, wh, window(ow, g.sw, g.pw, g.kw, g.W));
+        const I div = divisor(g, wh, window(ow, g.sw, g.pw, g.pw_end, g.kw, g.W));
         if (div <= 0) continue;
         acc += gy[(pl * g.OH + oh) * g.OW + ow] / static_cast<float>(div);
       }

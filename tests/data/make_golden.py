@@ -607,10 +607,89 @@ def add_batchnorm_cases(cases):
                   diff, extra)
 
 
+def tf_same_padding(size, window, stride):
+    """TensorFlow's "SAME" along one axis: (before, after) for output ceil(size / stride)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
+    return total // 2, total - total // 2
+
+
+def explicit_padding(attrs, h, w):
+    """(top, left, bottom, right) of a case whose padding is [t, l, b, r] or "same"."""
+    p = attrs["padding"]
+    if p == "same":
+        k, s, d = attrs["kernel"], attrs["stride"], attrs.get("dilation", [1, 1])
+        top, bottom = tf_same_padding(h, d[0] * (k[0] - 1) + 1, s[0])
+        left, right = tf_same_padding(w, d[1] * (k[1] - 1) + 1, s[1])
+        return top, left, bottom, right
+    return tuple(p)
+
+
+def padded_forward(op, attrs, x, weight=None, bias=None):
+    """A conv or pool with asymmetric or "SAME" padding, as PyTorch spells it: F.pad, then the op
+    without padding (max pooling pads with -inf; average pooling without count_include_pad
+    divides by the number of real inputs in each window)."""
+    top, left, bottom, right = explicit_padding(attrs, x.shape[2], x.shape[3])
+    pad = (left, right, top, bottom)
+    a = attrs
+    if op == "conv2d":
+        return F.conv2d(F.pad(x, pad), weight, bias, a["stride"], 0, a["dilation"], a["groups"])
+    if op == "maxpool2d":
+        return F.max_pool2d(F.pad(x, pad, value=float("-inf")), a["kernel"], a["stride"])
+    if op == "avgpool2d":
+        mean = F.avg_pool2d(F.pad(x, pad), a["kernel"], a["stride"])
+        if a["count_include_pad"]:
+            return mean
+        ones = F.pad(torch.ones_like(x[:1, :1]), pad)
+        return mean / F.avg_pool2d(ones, a["kernel"], a["stride"])
+    raise ValueError(op)
+
+
+def add_padding_cases(cases):
+    """Asymmetric [top, left, bottom, right] and TensorFlow "SAME" padding (added last, so the
+    earlier cases keep their random draws)."""
+    # conv: (N, Cin, H, W), Cout, kernel, stride, padding, dilation, groups, bias
+    for shape, cout, k, s, p, d, g, bias in [
+        ((2, 3, 8, 8), 4, (3, 3), (2, 2), [0, 0, 1, 1], (1, 1), 1, True),     # MobileNet stem, even input
+        ((2, 3, 9, 8), 4, (3, 3), (2, 2), "same", (1, 1), 1, False),          # odd height: 1 before, 1 after
+        ((2, 4, 10, 7), 4, (3, 3), (2, 2), "same", (1, 1), 4, True),          # depthwise, even / odd
+        ((2, 4, 7, 9), 8, (3, 3), (1, 1), "same", (1, 1), 4, False),          # depthwise x2, stride 1
+        ((2, 4, 9, 11), 6, (5, 3), (1, 2), [2, 0, 1, 2], (1, 1), 1, True),    # every side different
+        ((2, 4, 9, 10), 5, (3, 3), (1, 1), "same", (2, 1), 1, True),          # dilation in the rule
+        ((1, 3, 7, 7), 4, (4, 4), (2, 2), "same", (1, 1), 1, False),          # even kernel: 1 before, 2 after
+        ((2, 4, 8, 9), 4, (3, 3), (2, 2), [1, 0, 0, 2], (1, 1), 4, True),     # depthwise, more before than after
+    ]:
+        cin = shape[1]
+        bound = 1.0 / np.sqrt(cin // g * k[0] * k[1])
+        diff = {"x": torch.randn(*shape), "weight": torch.empty(cout, cin // g, *k).uniform_(-bound, bound) * 2}
+        if bias:
+            diff["bias"] = torch.empty(cout).uniform_(-0.5, 0.5)
+        attrs = {"in_channels": cin, "out_channels": cout, "kernel": list(k), "stride": list(s),
+                 "padding": p, "dilation": list(d), "groups": g, "bias": bias}
+        cases.add("conv2d", attrs,
+                  lambda x, weight, bias=None, attrs=attrs: padded_forward("conv2d", attrs, x, weight, bias), diff)
+    # pools: (shape, kernel, stride, padding)
+    for shape, k, s, p in [
+        ((2, 3, 8, 10), (3, 3), (2, 2), "same"),
+        ((2, 3, 9, 7), (3, 3), (2, 2), "same"),
+        ((2, 3, 7, 9), (2, 3), (1, 2), [1, 0, 0, 1]),
+        ((1, 2, 6, 6), (3, 3), (1, 1), [0, 1, 1, 0]),
+    ]:
+        attrs = {"kernel": list(k), "stride": list(s), "padding": p, "dilation": [1, 1], "ceil_mode": False}
+        cases.add("maxpool2d", attrs, lambda x, attrs=attrs: padded_forward("maxpool2d", attrs, x),
+                  {"x": distinct_values(shape)})
+        for cip in (True, False):
+            attrs = {"kernel": list(k), "stride": list(s), "padding": p, "ceil_mode": False, "count_include_pad": cip}
+            cases.add("avgpool2d", attrs, lambda x, attrs=attrs: padded_forward("avgpool2d", attrs, x),
+                      {"x": torch.randn(*shape)})
+
+
 def forward_from_attrs(op, attrs, t):
     """The forward of one case rebuilt from its recorded attrs alone, so a case whose metadata
     disagrees with the data it was computed with cannot slip into the file."""
     a = attrs
+    if isinstance(a.get("padding"), str) or len(a.get("padding", [])) == 4:
+        return padded_forward(op, a, t["x"], t.get("weight"), t.get("bias"))
     if op == "conv2d":
         return F.conv2d(t["x"], t["weight"], t.get("bias"), a["stride"], a["padding"], a["dilation"], a["groups"])
     if op == "linear":
@@ -657,6 +736,7 @@ def make_ops_golden(seed):
     add_pool_cases(cases)
     add_pointwise_cases(cases)
     add_batchnorm_cases(cases)
+    add_padding_cases(cases)
     meta = {
         "cases": json.dumps(cases.cases, separators=(",", ":")),
         "torch_version": torch.__version__,
