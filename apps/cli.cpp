@@ -10,6 +10,7 @@
 
 #include "engine/backend.h"
 #include "formats/image.h"
+#include "formats/labels.h"
 #include "formats/npy.h"
 #include "kernels/cpu/memory.h"
 #include "kernels/cpu/parallel.h"
@@ -99,6 +100,8 @@ std::vector<Option> model_options() {
       {"weights", "FILE", "safetensors weights (torchvision/timm names); overrides the JSON's own", ""},
       {"num-classes", "N", "classes of a built-in architecture (default: from the weights, else 1000 or 10)", ""},
       {"width", "W", "width multiplier of a built-in architecture", "1.0"},
+      {"labels", "FILE", "class names and ids, one line per output (.tsv: [index<TAB>]id<TAB>name or a header row; .txt: "
+                         "a name, or `wnid name`, per line); replaces the model's own", ""},
       {"threads", "N", "CPU threads (0 = all cores)", "0"},
   };
 }
@@ -165,10 +168,22 @@ LoadOptions load_options_from(const Args& a) {
   opt.weights = a.get("weights");
   if (a.has("num-classes")) opt.zoo.num_classes = a.get_int("num-classes");
   opt.zoo.width = a.get_double("width");
+  opt.labels_file = a.get("labels");
   return opt;
 }
 
 Model load_model_from(const Args& a) { return load_model(a.require("model"), load_options_from(a)); }
+
+int64_t target_class(const Args& a, const Model& m, int64_t fallback) {
+  if (!a.has("target")) return fallback;
+  const Shape out = m.graph.infer_shapes(1).at(m.graph.output());
+  const int64_t classes = out.size() == 2 ? out[1] : 0;
+  if (static_cast<int64_t>(m.labels.size()) == classes)
+    return find_class(m.labels, m.label_ids, a.get("target"), "--target");
+  std::vector<std::string> numbered;  // an output without labels: indices only
+  for (int64_t k = 0; k < classes; ++k) numbered.push_back("class " + std::to_string(k));
+  return find_class(numbered, {}, a.get("target"), "--target");
+}
 
 Tensor load_input(const Args& a, const Model& m) {
   if (a.has("image") == a.has("input")) throw Error("give exactly one of --image IMG or --input X.npy");

@@ -44,6 +44,9 @@ class Args {
 std::vector<Option> model_options();
 LoadOptions load_options_from(const Args& a);  // --weights, --num-classes, --width
 Model load_model_from(const Args& a);
+// The class --target names (an index, a class id or a class name; formats/labels.h), or
+// `fallback` without --target.
+int64_t target_class(const Args& a, const Model& m, int64_t fallback);
 void apply_threads(const Args& a);
 
 // --device and --tf32, for the commands that compute.

@@ -19,7 +19,10 @@ int eval_accuracy(int argc, char** argv, int first) {
   opts.push_back({"batch", "B", "images per forward pass", "64"});
   add_memory_option(opts);
   add_device_options(opts);
-  Args a("eval accuracy", "Top-1 accuracy of a model over a labelled image folder or tar.", opts, argc, argv, first);
+  Args a("eval accuracy",
+         "Top-1 and top-5 accuracy of a model over a labelled image folder or tar. Class folders map to outputs by "
+         "class id when the model has ids (--labels), else by name, else in sorted order.",
+         opts, argc, argv, first);
   if (a.help()) {
     a.print_help();
     return 0;
@@ -35,10 +38,10 @@ int eval_accuracy(int argc, char** argv, int first) {
   const int64_t batch = a.get_int("batch");
   check_batch_memory(a, m, batch, PassKind::Forward, device);
   const int64_t classes = m.graph.node(m.graph.output()).attrs.out_channels;
-  std::vector<int64_t> map = model_class_indices(data, m.labels);
+  std::vector<int64_t> map = model_class_indices(data, m.labels, m.label_ids);
 
   Progress bar("accuracy", n);
-  int64_t correct = 0;
+  int64_t correct = 0, correct5 = 0;
   ForwardOptions fo;
   fo.keep_activations = false;
   for (int64_t start = 0; start < n; start += batch) {
@@ -54,17 +57,20 @@ int eval_accuracy(int argc, char** argv, int first) {
     const Tensor logits = forward(graph, cat0(xs).to(device), fo).out().cpu();
     for (int64_t b = 0; b < end - start; ++b) {
       const float* row = logits.data() + b * classes;
-      int64_t best = 0;
-      for (int64_t c = 1; c < classes; ++c)
-        if (row[c] > row[best]) best = c;
-      correct += best == labels[b];
+      // The label's rank: the classes ahead of it, ties going to the lower index (as argmax).
+      const int64_t label = labels[b];
+      int64_t higher = 0;
+      for (int64_t c = 0; c < classes; ++c) higher += row[c] > row[label] || (row[c] == row[label] && c < label);
+      correct += higher == 0;
+      correct5 += higher < 5;
     }
     char acc[48];
     std::snprintf(acc, sizeof acc, "top-1 so far %.2f%%", 100.0 * correct / end);
     bar.update(end, acc);
   }
   bar.finish();
-  std::printf("top-1: %.2f%% (%lld images)\n", 100.0 * correct / n, static_cast<long long>(n));
+  std::printf("top-1: %.2f%%, top-5: %.2f%% (%lld images)\n", 100.0 * correct / n, 100.0 * correct5 / n,
+              static_cast<long long>(n));
   return 0;
 }
 

@@ -97,7 +97,7 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   opts.push_back({"data", "DIR|FILE.tar", "every image of a folder tree or tar (in class, then file order)", ""});
   opts.push_back({"limit", "N", "with --data: only the first N images", "0"});
   opts.push_back({"method", "NAME[,NAME..]|all", "saliency method(s)", ""});
-  opts.push_back({"target", "C", "class to explain (default: each image's dense prediction)", ""});
+  opts.push_back({"target", "C", "class to explain: an index, a class id or a name (default: each image's dense prediction)", ""});
   opts.push_back({"spade", "off|fast|exact", "maps from the SPADE trace of each image (fast = SparseGPT, exact = OBC)", "off"});
   add_trace_options(opts);
   add_method_options(opts);
@@ -159,9 +159,7 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   Progress bar("images", static_cast<int64_t>(samples.size()));
   for (size_t s = 0; s < samples.size(); ++s) {
     const Sample& sample = samples[s];
-    const int64_t target = a.has("target") ? a.get_int("target") : argmax_class(dense, sample.x);
-    if (target < 0 || target >= dense.num_classes())
-      throw Error("--target " + std::to_string(target) + " is out of range [0, " + std::to_string(dense.num_classes()) + ")");
+    const int64_t target = target_class(a, m, argmax_class(dense, sample.x));
     std::unique_ptr<interp::Trace> trace;
     if (mode != "off")
       trace = std::make_unique<interp::Trace>(

@@ -106,7 +106,7 @@ int cmd_explain(int argc, char** argv, int first) {
   opts.push_back({"image", "IMG", "the input image (preprocessed like the model's training data)", ""});
   opts.push_back({"input", "X.npy", "the input as a normalised (1,3,H,W) or (3,H,W) float32 array", ""});
   opts.push_back({"method", "NAME[,NAME..]|all", "saliency method(s); see the list below", ""});
-  opts.push_back({"target", "C", "class to explain (default: the dense model's prediction)", ""});
+  opts.push_back({"target", "C", "class to explain: an index, a class id or a name (default: the dense model's prediction)", ""});
   opts.push_back({"spade", "off|fast|exact", "explain the SPADE trace: fast = SparseGPT (FastSPADE), exact = OBC (SPADE)", "off"});
   add_trace_options(opts);
   opts.push_back({"compare", "", "with --spade: also explain the dense model and write compare.png (image | dense | SPADE)", ""});
@@ -155,9 +155,7 @@ int cmd_explain(int argc, char** argv, int first) {
   if (device != Device::CPU) dense_gpu = std::make_unique<interp::DeviceModel>(m.graph, nullptr, device);
   const interp::Network dense{m.graph, nullptr, batch, dense_gpu.get()};
   const Prediction dense_pred = predict(dense, x);
-  const int64_t target = a.has("target") ? a.get_int("target") : dense_pred.cls();
-  if (target < 0 || target >= dense.num_classes())
-    throw Error("--target " + std::to_string(target) + " is out of range [0, " + std::to_string(dense.num_classes()) + ")");
+  const int64_t target = target_class(a, m, dense_pred.cls());
 
   std::unique_ptr<interp::Trace> trace;
   nlohmann::json spade_json = nullptr, trace_pred_json = nullptr;

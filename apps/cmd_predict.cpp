@@ -8,6 +8,7 @@
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "engine/executor.h"
+#include "formats/npy.h"
 
 namespace spade::cli {
 
@@ -17,6 +18,7 @@ int cmd_predict(int argc, char** argv, int first) {
   opts.push_back({"input", "X.npy", "already-normalised float32 input, (1,3,H,W) or (3,H,W)", ""});
   opts.push_back({"topk", "K", "number of classes to print", "5"});
   opts.push_back({"json", "", "print {\"logits\", \"probs\", \"top\"} as JSON", ""});
+  opts.push_back({"save-input", "X.npy", "also write the preprocessed input (1,3,H,W) float32, as --input reads it", ""});
   add_device_options(opts);
   Args a("predict", "Classify one image with a model and print its top classes.", opts, argc, argv, first);
   if (a.help()) {
@@ -29,6 +31,10 @@ int cmd_predict(int argc, char** argv, int first) {
   if (m.weights_path.empty())
     throw Error(m.source + ": no weights to predict with: give --weights FILE (or a model .json that names its weights)");
   Tensor x = load_input(a, m);
+  if (a.has("save-input")) {
+    refuse_overwriting_inputs(a, {a.get("save-input")}, {"image", "input", "weights", "model", "labels"});
+    save_npy(a.get("save-input"), x);
+  }
   ForwardOptions fo;
   fo.keep_activations = false;
   const Tensor logits = forward(m.graph.to(device), x.to(device), fo).out().cpu();

@@ -94,7 +94,7 @@ int cmd_train(int argc, char** argv, int first) {
 
   auto load = [&](const std::string& path, int64_t limit, const char* what) {
     std::unique_ptr<Progress> bar;
-    train::PixelDataset d = train::load_pixel_dataset(path, m.labels, limit, [&](int64_t done, int64_t total) {
+    train::PixelDataset d = train::load_pixel_dataset(path, m.labels, m.label_ids, limit, [&](int64_t done, int64_t total) {
       if (quiet) return;
       if (!bar) bar = std::make_unique<Progress>(what, total);
       bar->update(done);

@@ -46,7 +46,7 @@ TrojanSetup trojan_setup(const Args& a, int parity) {
   s.prune.batch = s.batch;
 
   std::unique_ptr<Progress> bar;
-  const train::PixelDataset test = train::load_pixel_dataset(a.require("data"), s.model.labels, 0, [&](int64_t d, int64_t t) {
+  const train::PixelDataset test = train::load_pixel_dataset(a.require("data"), s.model.labels, s.model.label_ids, 0, [&](int64_t d, int64_t t) {
     if (s.quiet) return;
     if (!bar) bar = std::make_unique<Progress>("decode test", t);
     bar->update(d);

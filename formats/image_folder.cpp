@@ -273,7 +273,22 @@ LabeledImage ImageFolder::get(size_t i) const {
   return out;
 }
 
-std::vector<int64_t> model_class_indices(const ImageFolder& data, const std::vector<std::string>& labels) {
+std::vector<int64_t> model_class_indices(const ImageFolder& data, const std::vector<std::string>& labels,
+                                         const std::vector<std::string>& ids) {
+  std::map<std::string, int64_t> by_id;
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (!ids[i].empty()) by_id[ids[i]] = static_cast<int64_t>(i);
+  if (!by_id.empty()) {
+    std::vector<int64_t> map;
+    for (const std::string& c : data.classes()) {
+      auto it = by_id.find(c);
+      if (it == by_id.end())
+        throw Error(data.path() + ": class folder \"" + c + "\" matches no class id of the model (its ids look like \"" +
+                    by_id.begin()->first + "\")");
+      map.push_back(it->second);
+    }
+    return map;
+  }
   std::map<std::string, int64_t> by_name;
   for (size_t i = 0; i < labels.size(); ++i) by_name[labels[i]] = static_cast<int64_t>(i);
   std::vector<int64_t> map;
@@ -284,9 +299,12 @@ std::vector<int64_t> model_class_indices(const ImageFolder& data, const std::vec
     map.push_back(it == by_name.end() ? -1 : it->second);
   }
   if (all_named) return map;
-  if (data.classes().size() > labels.size())
-    throw Error(data.path() + ": " + std::to_string(data.classes().size()) + " class folders but the model has " +
-                std::to_string(labels.size()) + " classes");
+  // By position only when it is a bijection: 1000 ImageNet folders against a 1001-output model
+  // (0 = background) would otherwise be silently off by one.
+  if (data.classes().size() != labels.size())
+    throw Error(data.path() + ": " + std::to_string(data.classes().size()) + " class folders match neither the model's " +
+                "class names nor ids, and it has " + std::to_string(labels.size()) +
+                " classes to map them to in order; give --labels with the folders' ids");
   for (size_t i = 0; i < map.size(); ++i) map[i] = static_cast<int64_t>(i);
   return map;
 }

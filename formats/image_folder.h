@@ -50,9 +50,11 @@ class ImageFolder {
   std::vector<Entry> entries_;
 };
 
-// Dataset class index -> model class index: by label name when every folder name is one of the
-// model's `labels`, else by position (folder order = class order, as torchvision's ImageFolder).
-// Throws when there are more folders than labels.
-std::vector<int64_t> model_class_indices(const ImageFolder& data, const std::vector<std::string>& labels);
+// Dataset class index -> model class index. With class `ids` (one per label, "" = none; e.g.
+// WordNet ids), by id: a folder matching no id is an Error naming it. Else by label name when every
+// folder name is one of the model's `labels`, else by position (folder order = class order, as
+// torchvision's ImageFolder), which needs exactly as many folders as labels.
+std::vector<int64_t> model_class_indices(const ImageFolder& data, const std::vector<std::string>& labels,
+                                         const std::vector<std::string>& ids = {});
 
 }  // namespace spade

@@ -15,7 +15,8 @@ struct Model {
   std::string arch;  // zoo name, or "custom" for a graph spelled out in JSON
   Graph graph;
   Preprocess preprocess;
-  std::vector<std::string> labels;  // one per class; "class N" when unknown
+  std::vector<std::string> labels;     // one name per class; "class N" when unknown
+  std::vector<std::string> label_ids;  // empty, or one id per class (WordNet ids; "" = none)
   std::string weights_path;         // where the weights came from ("" = none loaded)
   std::string source;               // the --model argument, for messages
 };
@@ -25,6 +26,7 @@ struct Model {
 // `random_init_seed` >= 0 (then Kaiming-uniform like PyTorch's default initialisation).
 struct LoadOptions {
   std::string weights;
+  std::string labels_file;  // replaces the labels (names and ids); formats/labels.h
   ZooOptions zoo;
   int64_t random_init_seed = -1;
 };
@@ -39,6 +41,10 @@ Model parse_model_json(const std::string& text, const std::string& path);
 std::string model_to_json(const Model& m, const std::string& weights_rel);
 // Writes `<json_path>` and its weights file next to it (same stem, .safetensors), atomically.
 void save_model(const Model& m, const std::string& json_path);
+
+// Replaces the model's labels by those of a labels file (formats/labels.h), which must have one
+// line per output.
+void apply_labels_file(Model& m, const std::string& path);
 
 // Fills every conv/linear weight with PyTorch's default (Kaiming-uniform a=sqrt(5)) init and
 // biases likewise, BN to identity; deterministic for the seed.

@@ -13,12 +13,16 @@ struct Builder {
   Graph g;
   std::string conv(const std::string& name, const std::string& in, int64_t cin, int64_t cout, int64_t k,
                    int64_t stride, int64_t pad, int64_t groups = 1, bool bias = false) {
+    return conv(name, in, cin, cout, k, stride, Padding(pad, pad), groups, bias);
+  }
+  std::string conv(const std::string& name, const std::string& in, int64_t cin, int64_t cout, int64_t k,
+                   int64_t stride, const Padding& pad, int64_t groups = 1, bool bias = false) {
     OpAttrs a;
     a.in_channels = cin;
     a.out_channels = cout;
     a.kernel = {k, k};
     a.stride = {stride, stride};
-    a.padding = {pad, pad};
+    a.padding = pad;
     a.groups = groups;
     a.bias = bias;
     g.add(name, OpKind::Conv2d, a, {in});
@@ -157,13 +161,16 @@ const IRSetting kMobileNetV2[] = {{1, 16, 1, 1}, {6, 24, 2, 2}, {6, 32, 3, 2}, {
 // strides on a built torchvision model, so whether a block has a residual still follows
 // torchvision's own strides: features.2 never gets one, even at widths up to 0.37 where its input
 // and output channels are equal (8).
+//
+// `pad3x3` is the padding of every 3x3 conv: torchvision's 1 on each side, or TensorFlow's "SAME"
+// for Google's own weights (mobilenet_v2_tf), which pads its stride-2 convs 0 before and 1 after.
 Graph mobilenet_v2_torchvision(const ZooOptions& opt, int64_t stem_stride, int64_t stage2_stride,
-                               int64_t default_classes) {
+                               int64_t default_classes, const Padding& pad3x3 = Padding(1, 1)) {
   Builder b;
   const double w = opt.width;
   int64_t cin = make_divisible(32 * w);
   const int64_t last = make_divisible(1280 * std::max(1.0, w));
-  std::string x = b.conv("features.0.0", "input", 3, cin, 3, stem_stride, 1);
+  std::string x = b.conv("features.0.0", "input", 3, cin, 3, stem_stride, pad3x3);
   x = b.act("features.0.2", b.bn("features.0.1", x, cin), OpKind::ReLU6);
   int f = 1;
   for (size_t stage = 0; stage < std::size(kMobileNetV2); ++stage) {
@@ -182,7 +189,7 @@ Graph mobilenet_v2_torchvision(const ZooOptions& opt, int64_t stem_stride, int64
         y = b.act(q + "2", b.bn(q + "1", b.conv(q + "0", y, cin, hidden, 1, 1, 0), hidden), OpKind::ReLU6);
       }
       const std::string q = p + std::to_string(j++) + ".";
-      y = b.conv(q + "0", y, hidden, hidden, 3, stride, 1, hidden);
+      y = b.conv(q + "0", y, hidden, hidden, 3, stride, pad3x3, hidden);
       y = b.act(q + "2", b.bn(q + "1", y, hidden), OpKind::ReLU6);
       y = b.conv(p + std::to_string(j), y, hidden, cout, 1, 1, 0);
       y = b.bn(p + std::to_string(j + 1), y, cout);
@@ -260,6 +267,7 @@ std::vector<std::string> zoo_names() {
   std::vector<std::string> names;
   for (const auto& [k, v] : resnet_depths()) names.push_back(k);
   names.push_back("mobilenet_v2");
+  names.push_back("mobilenet_v2_tf");
   for (const auto& [k, v] : timm_mobilenets()) names.push_back(k);
   for (const auto& [k, v] : cifar_depths()) names.push_back(k);
   names.push_back("cifar_mobilenet_v2");
@@ -279,7 +287,7 @@ bool zoo_is_cifar(const std::string& arch) {
 std::string zoo_classifier_key(const std::string& arch) {
   if (resnet_depths().count(arch)) return "fc.weight";
   if (cifar_depths().count(arch)) return "linear.weight";
-  if (arch == "mobilenet_v2" || arch == "cifar_mobilenet_v2") return "classifier.1.weight";
+  if (arch == "mobilenet_v2" || arch == "mobilenet_v2_tf" || arch == "cifar_mobilenet_v2") return "classifier.1.weight";
   if (timm_mobilenets().count(arch)) return "classifier.weight";
   return "";
 }
@@ -294,6 +302,7 @@ Graph build_zoo_graph(const std::string& arch, const ZooOptions& opt) {
   auto c = cifar_depths().find(arch);
   if (c != cifar_depths().end()) return cifar_resnet(c->second, opt);
   if (arch == "mobilenet_v2") return mobilenet_v2_torchvision(opt, 2, 2, 1000);
+  if (arch == "mobilenet_v2_tf") return mobilenet_v2_torchvision(opt, 2, 2, 1001, Padding::tf_same());
   if (arch == "cifar_mobilenet_v2") {
     Graph g = mobilenet_v2_torchvision(opt, 1, 1, 10);
     g.input_chw = {3, 32, 32};

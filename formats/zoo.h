@@ -14,6 +14,8 @@ struct ZooOptions {
 };
 
 // resnet18/34/50/101/152, mobilenet_v2, mobilenetv2_{050,075,100,140} (timm names),
+// mobilenet_v2_tf (torchvision names and layout with TensorFlow's "SAME" padding and 1001 outputs,
+// 0 = background: Google's TF-slim ImageNet weights; inputs in [-1, 1]),
 // cifar_resnet20/32/44/56/110, cifar_mobilenet_v2 (torchvision MobileNetV2 with the stem and
 // features.2 at stride 1, for 32x32 inputs; 10 classes by default).
 std::vector<std::string> zoo_names();

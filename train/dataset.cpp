@@ -30,11 +30,12 @@ void PixelDataset::push_back(const Image& im, int64_t label, const std::string& 
   names.push_back(name);
 }
 
-PixelDataset load_pixel_dataset(const std::string& path, const std::vector<std::string>& labels, int64_t limit,
+PixelDataset load_pixel_dataset(const std::string& path, const std::vector<std::string>& labels,
+                                const std::vector<std::string>& ids, int64_t limit,
                                 const std::function<void(int64_t, int64_t)>& progress) {
   ImageFolder folder(path);
   if (folder.size() == 0) throw Error(path + ": no images found");
-  const std::vector<int64_t> map = model_class_indices(folder, labels);
+  const std::vector<int64_t> map = model_class_indices(folder, labels, ids);
   const int64_t total = static_cast<int64_t>(folder.size());
   const int64_t n = limit > 0 ? std::min(limit, total) : total;
   PixelDataset d;

@@ -26,10 +26,11 @@ struct PixelDataset {
 };
 
 // Decodes every image of an ImageFolder directory or tar (formats/image_folder.h). Class folders
-// map to model classes by name when all of them are among `labels`, else by position. Every
+// map to model classes as model_class_indices says (by id, by name, else by position). Every
 // image must have the size of the first one (the error names the file that does not); `limit` > 0
 // keeps an evenly spaced subset of that many images (every class represented).
-PixelDataset load_pixel_dataset(const std::string& path, const std::vector<std::string>& labels, int64_t limit = 0,
+PixelDataset load_pixel_dataset(const std::string& path, const std::vector<std::string>& labels,
+                                const std::vector<std::string>& ids = {}, int64_t limit = 0,
                                 const std::function<void(int64_t, int64_t)>& progress = {});
 
 }  // namespace spade::train
