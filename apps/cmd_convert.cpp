@@ -24,7 +24,7 @@ int cmd_convert(int argc, char** argv, int first) {
     throw Error("convert: no weights: give --weights FILE or --random-init SEED");
   std::string out = a.require("out");
   if (out.size() < 5 || out.substr(out.size() - 5) != ".json") throw Error("convert: --out must end in .json");
-  refuse_overwriting_inputs(a, {out, out.substr(0, out.size() - 5) + ".safetensors"}, {"model", "weights"},
+  refuse_overwriting_inputs(a, {out, out.substr(0, out.size() - 5) + ".safetensors"}, {"model", "weights", "labels"},
                             {m.weights_path});
   save_model(m, out);
   std::cout << "wrote " << out << " (" << m.graph.size() - 1 << " nodes)\n";

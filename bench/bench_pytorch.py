@@ -25,7 +25,12 @@ except ImportError:
 
 import torchvision
 
-MODELS = {"resnet50": torchvision.models.resnet50, "mobilenet_v2": torchvision.models.mobilenet_v2}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mobilenet_tf_pytorch import tf_mobilenet  # noqa: E402
+
+# mobilenet_v2_tf: torchvision's MobileNetV2 with TensorFlow "SAME" padding (F.pad) and 1001 outputs.
+MODELS = {"resnet50": torchvision.models.resnet50, "mobilenet_v2": torchvision.models.mobilenet_v2,
+          "mobilenet_v2_tf": lambda weights=None: tf_mobilenet()}
 # case name -> (model, mode, batch)
 CASES = {
     f"{model}_{mode}_b{batch}": (model, mode, batch)

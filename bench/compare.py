@@ -28,7 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH_PYTORCH = os.path.join(HERE, "bench_pytorch.py")
 RESULTS_DIR = os.path.join(HERE, "results")
 DEFAULT_CASES = ["resnet50_fwd_b1", "resnet50_fwd_b16", "resnet50_fwdgrad_b1",
-                 "mobilenet_v2_fwd_b1", "mobilenet_v2_fwd_b16", "mobilenet_v2_fwdgrad_b1"]
+                 "mobilenet_v2_fwd_b1", "mobilenet_v2_fwd_b16", "mobilenet_v2_fwdgrad_b1",
+                 "mobilenet_v2_tf_fwd_b1", "mobilenet_v2_tf_fwd_b16", "mobilenet_v2_tf_fwdgrad_b1"]
 
 
 class BenchError(Exception):

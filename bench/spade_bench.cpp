@@ -73,7 +73,8 @@ int main(int argc, char** argv) {
       std::printf("usage: spade_bench [--threads N] [--quick] [--cases a,b,...]\n"
                   "       spade_bench --saliency m1,m2,... --weights R50.safetensors --input X.npy --target T\n"
                   "cases: resnet50_fwd_b1 resnet50_fwd_b16 resnet50_fwdgrad_b1 mobilenet_v2_fwd_b1 "
-                  "mobilenet_v2_fwd_b16 mobilenet_v2_fwdgrad_b1 gemm_peak\n"
+                  "mobilenet_v2_fwd_b16 mobilenet_v2_fwdgrad_b1 mobilenet_v2_tf_fwd_b1 mobilenet_v2_tf_fwd_b16 "
+                  "mobilenet_v2_tf_fwdgrad_b1 gemm_peak\n"
                   "gemm_peak (only when named): float32 GEMM GFLOP/s at n = 2048, the machine's reference peak\n");
       return a == "--help" ? 0 : 2;
     }
@@ -99,6 +100,8 @@ int main(int argc, char** argv) {
       {"resnet50_fwd_b1", "resnet50", 1, false},        {"resnet50_fwd_b16", "resnet50", 16, false},
       {"resnet50_fwdgrad_b1", "resnet50", 1, true},     {"mobilenet_v2_fwd_b1", "mobilenet_v2", 1, false},
       {"mobilenet_v2_fwd_b16", "mobilenet_v2", 16, false}, {"mobilenet_v2_fwdgrad_b1", "mobilenet_v2", 1, true},
+      {"mobilenet_v2_tf_fwd_b1", "mobilenet_v2_tf", 1, false},  {"mobilenet_v2_tf_fwd_b16", "mobilenet_v2_tf", 16, false},
+      {"mobilenet_v2_tf_fwdgrad_b1", "mobilenet_v2_tf", 1, true},
   };
   if (("," + only + ",").find(",gemm_peak,") != std::string::npos) {
     const int64_t n = 2048;

@@ -108,7 +108,7 @@ TEST_CASE("class folders map to outputs by id, by name, else in order", "[labels
                     Contains("class folder \"n01443537\" matches no class id"));
 }
 
-TEST_CASE("--labels on a model: ids kept through convert, count checked", "[labels][model]") {
+TEST_CASE("labels from a file on a model: ids kept through convert, count checked", "[labels][model]") {
   const std::string dir = test::temp_dir();
   LoadOptions lo;
   lo.random_init_seed = 1;

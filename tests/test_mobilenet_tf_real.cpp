@@ -154,7 +154,7 @@ TEST_CASE("real MobileNetV2: logits and input gradients agree with PyTorch on re
   }
 }
 
-TEST_CASE("real MobileNetV2: predict names the class; --target takes a name or an id", "[shared][imagenet]") {
+TEST_CASE("real MobileNetV2: predict names the class, and --target takes a name or an id", "[shared][imagenet]") {
   if (skip_without_shared()) return;
   const std::string tench = extract_photo(kTench);
   const Run r = run_ok("predict " + model_args() + "--image " + tench);
@@ -251,14 +251,22 @@ TEST_CASE("real MobileNetV2: prune with and without depthwise convs", "[shared][
   }
 }
 
-TEST_CASE("real MobileNetV2: visualize a class logit, and insertion/deletion on 20 photos", "[shared][imagenet]") {
+TEST_CASE("real MobileNetV2: visualize a class logit", "[shared][imagenet]") {
   if (skip_without_shared()) return;
   const std::string dir = test::temp_dir();
   run_ok("visualize " + model_args() + "--objective classifier.1:2 --steps 16 --quiet --out " + dir + "/vis");
-  bool found = false;
-  for (const auto& e : fs::directory_iterator(dir + "/vis")) found |= e.path().extension() == ".png";
-  CHECK(found);
+  const nlohmann::json meta = json_file(dir + "/vis/meta.json");
+  INFO(meta.dump(1).substr(0, 1500));
+  const nlohmann::json& run = meta.at("dense").at("images").at(0);
+  CHECK(run.at("final").get<double>() > run.at("curve").at(0).get<double>() + 5.0);  // the logit climbs
+  const Image im = load_image(dir + "/vis/dense.png");
+  CHECK(im.width == 224);
+  CHECK(im.height == 224);
+}
 
+TEST_CASE("real MobileNetV2: insertion and deletion on 20 photos", "[shared][imagenet]") {
+  if (skip_without_shared()) return;
+  const std::string dir = test::temp_dir();
   run_ok("eval saliency " + model_args() + "--data " + samples() +
          " --limit 20 --method saliency --quiet --out " + dir + "/sal.json");
   const nlohmann::json results = json_file(dir + "/sal.json");
