@@ -89,6 +89,12 @@ int Graph::add(const std::string& name, OpKind op, const OpAttrs& a, const std::
   auto positive = [&](int64_t v, const char* what) {
     if (v <= 0) throw Error("node \"" + name + "\": " + what + " must be positive, got " + std::to_string(v));
   };
+  // Kernel, stride, dilation and padding are bounded by 2^30, so that they combine with sizes
+  // without overflow.
+  auto geometry = [&](int64_t v, const char* what) {
+    positive(v, what);
+    if (v > (int64_t(1) << 30)) throw Error("node \"" + name + "\": " + what + " over 2^30");
+  };
   // Parameters are allocated here, so absurd sizes (a model file claiming 10^12 channels) are
   // refused before any allocation: at most 2^30 elements (4 GiB) per parameter, the largest
   // layer of any real network being about 10^8.
@@ -107,12 +113,14 @@ int Graph::add(const std::string& name, OpKind op, const OpAttrs& a, const std::
       positive(a.out_channels, "out_channels");
       positive(a.groups, "groups");
       for (int d = 0; d < 2; ++d) {
-        positive(a.kernel[d], "kernel");
-        positive(a.stride[d], "stride");
-        positive(a.dilation[d], "dilation");
+        geometry(a.kernel[d], "kernel");
+        geometry(a.stride[d], "stride");
+        geometry(a.dilation[d], "dilation");
       }
-      if (a.padding.top < 0 || a.padding.left < 0 || a.padding.bottom < 0 || a.padding.right < 0)
-        throw Error("node \"" + name + "\": negative padding");
+      for (int64_t pad : {a.padding.top, a.padding.left, a.padding.bottom, a.padding.right}) {
+        if (pad < 0) throw Error("node \"" + name + "\": negative padding");
+        if (pad > (int64_t(1) << 30)) throw Error("node \"" + name + "\": padding over 2^30");
+      }
       if (a.in_channels % a.groups || a.out_channels % a.groups)
         throw Error("node \"" + name + "\": channels " + std::to_string(a.in_channels) + "->" +
                     std::to_string(a.out_channels) + " not divisible by groups " + std::to_string(a.groups));
@@ -138,8 +146,8 @@ int Graph::add(const std::string& name, OpKind op, const OpAttrs& a, const std::
     case OpKind::MaxPool2d:
     case OpKind::AvgPool2d:
       for (int d = 0; d < 2; ++d) {
-        positive(a.kernel[d], "kernel");
-        positive(a.stride[d], "stride");
+        geometry(a.kernel[d], "kernel");
+        geometry(a.stride[d], "stride");
       }
       // As PyTorch, so that every window holds part of the input ("SAME" padding never exceeds it).
       for (const auto& [pad, k] : {std::pair{a.padding.top, a.kernel[0]}, std::pair{a.padding.bottom, a.kernel[0]},
