@@ -42,15 +42,10 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "data"))
 sys.path.insert(0, HERE)
+from make_golden import tf_same_padding  # noqa: E402  (the rule the op goldens use)
 from safetensors_writer import read_safetensors  # noqa: E402
 
 CASES = ["fwd_b1", "fwd_b16", "fwdgrad_b1", "ig50", "fastspade1024"]
-
-
-def tf_same_pads(size, window, stride):
-    out = -(-size // stride)
-    total = max((out - 1) * stride + window - size, 0)
-    return total // 2, total - total // 2
 
 
 class SameConv(nn.Module):
@@ -63,8 +58,8 @@ class SameConv(nn.Module):
 
     def forward(self, x):
         (kh, kw), (sh, sw), (dh, dw) = self.conv.kernel_size, self.conv.stride, self.conv.dilation
-        top, bottom = tf_same_pads(x.shape[2], dh * (kh - 1) + 1, sh)
-        left, right = tf_same_pads(x.shape[3], dw * (kw - 1) + 1, sw)
+        top, bottom = tf_same_padding(x.shape[2], dh * (kh - 1) + 1, sh)
+        left, right = tf_same_padding(x.shape[3], dw * (kw - 1) + 1, sw)
         return self.conv(F.pad(x, (left, right, top, bottom)))
 
 
