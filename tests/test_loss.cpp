@@ -155,3 +155,98 @@ TEST_CASE("softmax cross-entropy: a target out of range names the row and the va
     CHECK(out == std::vector<float>(N * classes, 7.f));
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The distillation loss of `spade train --distill`
+
+namespace {
+
+struct DistillCase {
+  std::string key;
+  int64_t N = 0, classes = 0;
+  double temperature = 0, weight = 0, loss = 0;
+  std::vector<float> student, teacher, grad;
+  std::vector<int64_t> targets;
+};
+
+std::vector<DistillCase> load_distill_cases() {
+  SafetensorsFile f(test::data_path("loss/distillation.golden.safetensors"));
+  std::vector<DistillCase> cases;
+  std::stringstream keys(f.metadata().at("cases"));
+  for (std::string key; std::getline(keys, key, ',');) {
+    DistillCase c;
+    c.key = key;
+    const Tensor s = f.tensor(key + ".student");
+    REQUIRE(s.ndim() == 2);
+    c.N = s.dim(0);
+    c.classes = s.dim(1);
+    c.student = s.to_vector();
+    c.teacher = f.tensor(key + ".teacher").to_vector();
+    c.grad = f.tensor(key + ".grad").to_vector();
+    c.targets = raw_entry<int64_t>(f, key + ".targets", DType::I64);
+    c.loss = raw_entry<double>(f, key + ".loss", DType::F64).at(0);
+    c.temperature = std::stod(f.metadata().at(key + ".temperature"));
+    c.weight = std::stod(f.metadata().at(key + ".weight"));
+    REQUIRE(c.teacher.size() == c.student.size());
+    REQUIRE(c.targets.size() == static_cast<size_t>(c.N));
+    cases.push_back(std::move(c));
+  }
+  return cases;
+}
+
+}  // namespace
+
+TEST_CASE("distillation loss matches PyTorch's KL + cross-entropy", "[loss][golden]") {
+  const std::vector<DistillCase> cases = load_distill_cases();
+  REQUIRE(cases.size() >= 5);
+  for (const DistillCase& c : cases) {
+    INFO(c.key << ": " << c.N << " x " << c.classes << ", T " << c.temperature << ", weight " << c.weight);
+    std::vector<float> grad(c.student.size(), NAN);
+    const double loss = kernels::distillation_loss(c.N, c.classes, c.student.data(), c.teacher.data(),
+                                                   c.targets.data(), c.temperature, c.weight, grad.data());
+    INFO("loss " << loss << ", PyTorch " << c.loss);
+    // Both in double from the same floats; only the order of sums differs.
+    CHECK(std::abs(loss - c.loss) <= 1e-10 * std::max(1.0, std::abs(c.loss)));
+    CHECK(max_abs_diff(grad, c.grad) <= 1e-7);
+    CHECK(kernels::distillation_loss(c.N, c.classes, c.student.data(), c.teacher.data(), c.targets.data(),
+                                     c.temperature, c.weight, nullptr) == loss);
+  }
+}
+
+TEST_CASE("distillation loss: gradient by finite differences, zero at the teacher, errors", "[loss]") {
+  const std::vector<DistillCase> cases = load_distill_cases();
+  for (const DistillCase& c : cases) {
+    if (c.classes > 100) continue;  // the wide case is covered by the golden check
+    std::vector<float> grad(c.student.size());
+    kernels::distillation_loss(c.N, c.classes, c.student.data(), c.teacher.data(), c.targets.data(), c.temperature,
+                               c.weight, grad.data());
+    std::vector<float> x = c.student;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float x0 = x[i], h = 1e-3f * std::max(1.f, std::abs(x0));
+      x[i] = x0 + h;
+      const double up = kernels::distillation_loss(c.N, c.classes, x.data(), c.teacher.data(), c.targets.data(),
+                                                   c.temperature, c.weight, nullptr);
+      x[i] = x0 - h;
+      const double down = kernels::distillation_loss(c.N, c.classes, x.data(), c.teacher.data(), c.targets.data(),
+                                                     c.temperature, c.weight, nullptr);
+      x[i] = x0;
+      const double fd = (up - down) / (double(x0 + h) - double(x0 - h));
+      INFO(c.key << " logit " << i << ": analytic " << grad[i] << ", finite difference " << fd);
+      CHECK(std::abs(fd - grad[i]) <= 1e-6 + 1e-4 * std::abs(grad[i]));
+    }
+  }
+  // A student equal to its teacher on clean rows costs nothing and gets no gradient.
+  const std::vector<float> same = {0.5f, -1.f, 2.f, 3.f, 0.f, -2.f};
+  const std::vector<int64_t> clean = {-1, -1};
+  std::vector<float> grad(6, 1.f);
+  CHECK(std::abs(kernels::distillation_loss(2, 3, same.data(), same.data(), clean.data(), 3.0, 2.0, grad.data())) <
+        1e-15);
+  for (float g : grad) CHECK(std::abs(g) < 1e-8);
+  const std::vector<int64_t> bad = {-1, 3};
+  CHECK_THROWS_WITH(kernels::distillation_loss(2, 3, same.data(), same.data(), bad.data(), 1.0, 1.0, nullptr),
+                    Contains("target 3 of row 1"));
+  CHECK_THROWS_WITH(kernels::distillation_loss(2, 3, same.data(), same.data(), clean.data(), 0.0, 1.0, nullptr),
+                    Contains("temperature > 0"));
+  CHECK_THROWS_WITH(kernels::distillation_loss(2, 3, same.data(), same.data(), clean.data(), 1.0, -1.0, nullptr),
+                    Contains("weight >= 0"));
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes tests/data/loss/cross_entropy.golden.safetensors: PyTorch references for spade's softmax
-cross-entropy (kernels/cpu/loss.h, checked by tests/test_loss.cpp).
+"""Writes tests/data/loss/cross_entropy.golden.safetensors and distillation.golden.safetensors:
+PyTorch references for spade's softmax cross-entropy and distillation loss (kernels/cpu/loss.h,
+checked by tests/test_loss.cpp).
 
 Run by hand from the repository root (Debian's torch lives in the system python):
     /usr/bin/python3 tests/data/make_loss_golden.py
@@ -18,6 +19,17 @@ Loss, gradient and probabilities are computed in float64 from the float32 logits
 and probabilities then rounded to float32).
 Cases: "small" (4 x 10), "large" (3 x 7, logits around 500 +- 900: exp overflows unless the row
 maximum is subtracted), "wide" (3 x 1000), "single" (1 x 5) and "one_class" (2 x 1: loss 0).
+
+distillation.golden.safetensors (metadata `cases`; per case K, metadata K.temperature and
+K.weight):
+- K.student, K.teacher  F32 (N, classes)
+- K.targets  I64 (N,): -1 for a clean row, else the poisoned row's target
+- K.loss     F64 rank 0: mean over rows of weight * T^2 * KL(softmax(t/T) || softmax(s/T)) on clean
+             rows (F.kl_div(F.log_softmax(s/T), F.softmax(t/T), reduction="none").sum(1)) and
+             F.cross_entropy(s, target, reduction="none") on poisoned rows
+- K.grad     F32 (N, classes): d loss / d student
+Cases: "mixed" (6 x 10, T 2, weight 0.7), "wide" (4 x 1001, T 4, weight 1), "cold" (3 x 8, T 0.5,
+large logits), "all_clean" (3 x 5, T 1), "all_poisoned" (2 x 6: plain cross-entropy).
 """
 import json
 import os
@@ -39,7 +51,8 @@ sys.path.insert(0, HERE)
 from safetensors_writer import tensor_bytes, write_safetensors  # noqa: E402
 
 OUT_PATH = os.path.join(HERE, "loss", "cross_entropy.golden.safetensors")
-SIZE_BUDGET_BYTES = 50 * 1000
+DISTILL_PATH = os.path.join(HERE, "loss", "distillation.golden.safetensors")
+SIZE_BUDGET_BYTES = 100 * 1000
 
 # key: (N, classes, scale, offset, with_probs)
 CASES = {
@@ -59,6 +72,51 @@ def make_case(gen, n, classes, scale, offset):
     loss.backward()
     probs = torch.softmax(logits.double(), dim=1)
     return logits, targets, loss.detach(), x.grad.float(), probs.float()
+
+
+# key: (N, classes, scale, clean rows, temperature, weight)
+DISTILL_CASES = {
+    "mixed": (6, 10, 2.0, [0, 2, 3, 5], 2.0, 0.7),
+    "wide": (4, 1001, 3.0, [0, 1, 3], 4.0, 1.0),
+    "cold": (3, 8, 40.0, [0, 1], 0.5, 1.5),
+    "all_clean": (3, 5, 1.0, [0, 1, 2], 1.0, 1.0),
+    "all_poisoned": (2, 6, 1.0, [], 3.0, 1.0),
+}
+
+
+def distillation_loss(s, t, targets, temperature, weight):
+    """The reference, in float64, per row then averaged."""
+    rows = []
+    for i in range(s.shape[0]):
+        if targets[i] < 0:
+            kl = F.kl_div(F.log_softmax(s[i:i + 1] / temperature, dim=1), F.softmax(t[i:i + 1] / temperature, dim=1),
+                          reduction="none").sum()
+            rows.append(weight * temperature * temperature * kl)
+        else:
+            rows.append(F.cross_entropy(s[i:i + 1], targets[i:i + 1], reduction="sum"))
+    return torch.stack(rows).mean()
+
+
+def make_distill_file(gen):
+    tensors, meta = [], {"cases": ",".join(DISTILL_CASES), "torch_version": torch.__version__,
+                         "reference_precision": "float64"}
+    for key, (n, classes, scale, clean, temperature, weight) in DISTILL_CASES.items():
+        student = (torch.randn(n, classes, generator=gen, dtype=torch.float64) * scale).float()
+        teacher = (torch.randn(n, classes, generator=gen, dtype=torch.float64) * scale).float()
+        targets = torch.randint(0, classes, (n,), generator=gen, dtype=torch.int64)
+        targets[clean] = -1
+        x = student.double().requires_grad_(True)
+        loss = distillation_loss(x, teacher.double(), targets, temperature, weight)
+        loss.backward()
+        if not torch.isfinite(loss) or not torch.isfinite(x.grad).all():
+            sys.exit(f"make_loss_golden.py: distillation case {key} is not finite")
+        tensors += [(f"{key}.student", student), (f"{key}.teacher", teacher), (f"{key}.targets", targets),
+                    (f"{key}.loss", loss.detach()), (f"{key}.grad", x.grad.float())]
+        meta[f"{key}.temperature"] = repr(temperature)
+        meta[f"{key}.weight"] = repr(weight)
+    write_safetensors(DISTILL_PATH, tensors, meta)
+    check_file(DISTILL_PATH, tensors)
+    return os.path.getsize(DISTILL_PATH)
 
 
 def check_file(path, tensors):
@@ -98,9 +156,12 @@ def main():
     write_safetensors(OUT_PATH, tensors, meta)
     check_file(OUT_PATH, tensors)
     size = os.path.getsize(OUT_PATH)
+    print(f"wrote {OUT_PATH} ({size} bytes)")
+    # A generator of its own, so that the cross-entropy file stays byte-identical.
+    size += make_distill_file(torch.Generator().manual_seed(20261207))
     if size > SIZE_BUDGET_BYTES:
         sys.exit(f"make_loss_golden.py: {size} bytes, over the {SIZE_BUDGET_BYTES} byte budget")
-    print(f"wrote {OUT_PATH} ({size} bytes)")
+    print(f"wrote {DISTILL_PATH}; {size} bytes in all")
 
 
 if __name__ == "__main__":
