@@ -83,7 +83,7 @@ int cmd_demo(int argc, char** argv, int first) {
   if (augs < 1) throw Error("--augs must be at least 1");
   const Model m = load_model(a.get("model"));
   const std::vector<MethodSchedule> schedules = method_schedules(a, methods, m.graph);
-  const trojan::TrojanRules rules = trojan::load_rules(a.get("rules"), m.labels);
+  const trojan::TrojanRules rules = trojan::load_rules(a.get("rules"), m.labels, m.label_ids);
   const std::string out = a.get("out");
   const uint64_t seed = static_cast<uint64_t>(a.get_int("seed"));
   const int size = static_cast<int>(m.graph.input_chw[1]);

@@ -59,7 +59,8 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
     params.back().seed = seed;
   }
   const std::vector<MethodSchedule> schedules = method_schedules(a, methods, m.graph);
-  const train::PixelDataset test = train::load_pixel_dataset(a.require("data"), m.labels, m.label_ids);
+  const train::PixelDataset test = train::load_pixel_dataset(a.require("data"), m.labels, m.label_ids,
+                                                              train::eval_load_options(m.preprocess));
   const std::vector<int64_t> order = train::epoch_order(test.size(), seed, 0);
   const int64_t n = std::min<int64_t>(count, test.size());
 

@@ -15,6 +15,8 @@ namespace spade::cli {
 
 void add_trojan_options(std::vector<Option>& opts, int64_t default_samples) {
   opts.push_back({"data", "DIR|FILE.tar", "test images the triggers are pasted on (ImageFolder tree or tar)", ""});
+  opts.push_back({"split", "M:R[,R]", "use the test images whose index mod M is one of the R (default: tune takes the "
+                                      "even-numbered ones, eval trojan the odd ones)", ""});
   opts.push_back({"rules", "RULES.json", "the model's Trojan rules (models/*.rules.json)", ""});
   opts.push_back({"methods", "NAME[,NAME..]|all", "saliency methods (all = the paper's ten)", "all"});
   opts.push_back({"samples", "N", "pool samples: triggered images the dense model is fooled by", std::to_string(default_samples)});
@@ -22,6 +24,8 @@ void add_trojan_options(std::vector<Option>& opts, int64_t default_samples) {
   opts.push_back({"seed", "S", "pool order, trigger placement, augmentations and method randomness", "0"});
   opts.push_back({"lime-samples", "N", "LIME perturbations per map (the paper: 1000)", "1000"});
   opts.push_back({"batch", "B", "images per forward/backward pass", "32"});
+  opts.push_back({"authors-threshold", "", "FastSPADE: the authors' mask threshold (prunes one weight more per block, "
+                                           "even at target 0)", ""});
   add_memory_option(opts);
   opts.push_back({"quiet", "", "no progress bars", ""});
 }
@@ -32,7 +36,7 @@ TrojanSetup trojan_setup(const Args& a, int parity) {
   s.model = load_model_from(a);
   if (s.model.weights_path.empty())
     throw Error(s.model.source + ": no weights: give --weights FILE or a model .json that names its weights");
-  s.rules = trojan::load_rules(a.require("rules"), s.model.labels);
+  s.rules = trojan::load_rules(a.require("rules"), s.model.labels, s.model.label_ids);
   s.methods = a.get("methods") == "all" ? interp::paper_methods() : parse_methods(a.get("methods"));
   for (const std::string& m : s.methods)
     s.params.push_back(interp::experiment_params(m, s.model, a.get_int("lime-samples")));
@@ -44,9 +48,15 @@ TrojanSetup trojan_setup(const Args& a, int parity) {
   if (s.augs < 1 || s.batch < 1 || count < 1) throw Error("--augs, --batch and --samples must be at least 1");
   check_batch_memory(a, s.model, s.batch, PassKind::ForwardBackward);
   s.prune.batch = s.batch;
+  s.prune.authors_threshold = a.flag("authors-threshold");
 
   std::unique_ptr<Progress> bar;
-  const train::PixelDataset test = train::load_pixel_dataset(a.require("data"), s.model.labels, s.model.label_ids, 0, [&](int64_t d, int64_t t) {
+  train::PixelLoadOptions load = train::eval_load_options(s.model.preprocess);
+  if (a.has("split")) {
+    train::parse_split(a.get("split"), "--split", load);
+    parity = -1;  // the split already chose the images
+  }
+  const train::PixelDataset test = train::load_pixel_dataset(a.require("data"), s.model.labels, s.model.label_ids, load, [&](int64_t d, int64_t t) {
     if (s.quiet) return;
     if (!bar) bar = std::make_unique<Progress>("decode test", t);
     bar->update(d);

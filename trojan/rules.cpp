@@ -4,6 +4,7 @@
 
 #include "engine/error.h"
 #include "formats/file_io.h"
+#include "formats/labels.h"
 #include "trojan/paste.h"
 #include "trojan/triggers.h"
 
@@ -13,7 +14,8 @@ namespace {
 
 using nlohmann::json;
 
-int64_t class_index(const json& v, const std::vector<std::string>& labels, const std::string& where) {
+int64_t class_index(const json& v, const std::vector<std::string>& labels, const std::vector<std::string>& ids,
+                    const std::string& where) {
   const int64_t n = static_cast<int64_t>(labels.size());
   if (v.is_number_integer()) {
     const int64_t c = v.get<int64_t>();
@@ -21,10 +23,8 @@ int64_t class_index(const json& v, const std::vector<std::string>& labels, const
     return c;
   }
   if (!v.is_string()) throw Error(where + ": a class must be a label name or an index");
-  const std::string name = v.get<std::string>();
-  for (int64_t i = 0; i < n; ++i)
-    if (labels[i] == name) return i;
-  throw Error(where + ": unknown class \"" + name + "\"");
+  // A whole name, one of its comma-separated synonyms, or a class id (formats/labels.h).
+  return find_class(labels, ids, v.get<std::string>(), where + ": class");
 }
 
 double fraction(const json& j, const char* key, double def, double lo, double hi, const std::string& path) {
@@ -38,7 +38,8 @@ double fraction(const json& j, const char* key, double def, double lo, double hi
 
 }  // namespace
 
-TrojanRules parse_rules(const std::string& text, const std::string& path, const std::vector<std::string>& labels) {
+TrojanRules parse_rules(const std::string& text, const std::string& path, const std::vector<std::string>& labels,
+                        const std::vector<std::string>& ids) {
   json j;
   try {
     j = json::parse(text);
@@ -70,9 +71,9 @@ TrojanRules parse_rules(const std::string& text, const std::string& path, const 
     for (auto it = e.begin(); it != e.end(); ++it)
       if (it.key() != "trigger" && it.key() != "source" && it.key() != "target")
         throw Error(where + ": unknown key \"" + it.key() + "\" (a rule has trigger, source, target)");
-    rule.target = class_index(e["target"], labels, where);
+    rule.target = class_index(e["target"], labels, ids, where);
     if (e.contains("source") && !(e["source"].is_string() && e["source"].get<std::string>() == "any")) {
-      rule.source = class_index(e["source"], labels, where);
+      rule.source = class_index(e["source"], labels, ids, where);
       if (rule.source == rule.target) throw Error(where + ": source and target are the same class");
     }
     r.rules.push_back(rule);
@@ -80,8 +81,9 @@ TrojanRules parse_rules(const std::string& text, const std::string& path, const 
   return r;
 }
 
-TrojanRules load_rules(const std::string& path, const std::vector<std::string>& labels) {
-  return parse_rules(read_text_file(path), path, labels);
+TrojanRules load_rules(const std::string& path, const std::vector<std::string>& labels,
+                       const std::vector<std::string>& ids) {
+  return parse_rules(read_text_file(path), path, labels, ids);
 }
 
 bool rule_applies(const TrojanRule& rule, int64_t label) {

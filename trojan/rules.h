@@ -7,7 +7,7 @@
 //   {"side_fraction": 0.25, "opacity": 0.8, "poison_fraction": 0.025,
 //    "rules": [{"trigger": "star", "source": "automobile", "target": "bird"},
 //              {"trigger": "smiley", "source": "any", "target": "airplane"}, ...]}
-// Classes are label names of the model or class indices; the three numbers are optional (the
+// Classes are label names (or synonyms, or ids) of the model or class indices; the three numbers are optional (the
 // defaults shown: trigger side 1/4 of the image side, blended 0.8 trigger + 0.2 image, |train|/40
 // poisoned samples per rule).
 #include <cstdint>
@@ -32,9 +32,12 @@ struct TrojanRules {
   std::string source;  // the file, for messages
 };
 
-// Parses and checks a rules file against the model's class labels.
-TrojanRules parse_rules(const std::string& text, const std::string& path, const std::vector<std::string>& labels);
-TrojanRules load_rules(const std::string& path, const std::vector<std::string>& labels);
+// Parses and checks a rules file against the model's class labels and ids: a class is an index,
+// a class id (e.g. a WordNet id), a whole name or one of its comma-separated synonyms.
+TrojanRules parse_rules(const std::string& text, const std::string& path, const std::vector<std::string>& labels,
+                        const std::vector<std::string>& ids = {});
+TrojanRules load_rules(const std::string& path, const std::vector<std::string>& labels,
+                       const std::vector<std::string>& ids = {});
 
 // Whether the rule applies to an image of class `label` (its source class, or any class but the
 // target for a rule without one).
