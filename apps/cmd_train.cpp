@@ -1,5 +1,6 @@
 // spade train: trains a built-in architecture from scratch (optionally with Trojan poisoning) and
 // writes the model JSON + safetensors, a checkpoint after every epoch, and a training report.
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -31,10 +32,17 @@ std::string stem_of(const std::string& path) {
 int cmd_train(int argc, char** argv, int first) {
   std::vector<Option> opts = {
       {"arch", "NAME", "built-in architecture to train from scratch (cifar_resnet20, cifar_mobilenet_v2, ...)", ""},
+      {"init", "M", "fine-tune this model instead (a built-in name with --weights, or a model .json)", ""},
+      {"weights", "FILE", "safetensors weights of --init and --distill when they are built-in names", ""},
+      {"labels", "FILE", "class names and ids of --init and --distill (as `spade predict --labels`)", ""},
       {"width", "W", "width multiplier of the architecture", "1.0"},
       {"num-classes", "N", "classes (default: the architecture's, 10 for CIFAR ones)", ""},
-      {"data", "DIR|FILE.tar", "training images: ImageFolder tree or a tar of one, all of the model's input size", ""},
-      {"test", "DIR|FILE.tar", "test images for the final accuracy (and the attack success rate with --trojan)", ""},
+      {"data", "DIR|FILE.tar", "training images: ImageFolder tree or a tar of one", ""},
+      {"split", "M:R[,R]", "train on the images whose index (in sorted order) mod M is one of the R", ""},
+      {"image-size", "S", "resize training images (shorter side) and centre-crop them to S x S when decoding", "0"},
+      {"test", "DIR|FILE.tar", "test images for the final accuracy (and the attack success rate with --trojan), "
+                               "preprocessed as the model does for one image", ""},
+      {"test-split", "M:R[,R]", "test on the images whose index mod M is one of the R", ""},
       {"limit", "N", "train on an evenly spaced subset of N images (0 = all)", "0"},
       {"epochs", "N", "epochs", "30"},
       {"batch", "B", "images per step", "128"},
@@ -43,7 +51,16 @@ int cmd_train(int argc, char** argv, int first) {
       {"warmup-epochs", "N", "linear warm-up of the learning rate over the first N epochs", "1"},
       {"momentum", "M", "SGD momentum", "0.9"},
       {"weight-decay", "WD", "SGD weight decay", "5e-4"},
-      {"no-augment", "", "no random crop (pad 4) and horizontal flip", ""},
+      {"augment", "pad-crop|photo|none", "pad-crop: random crop of the image padded by 4, and flips (CIFAR); photo: "
+                                         "random resized crop (25-100% of the area) to the model's size, flips, "
+                                         "brightness and hue jitter, triggers kept inside the crop", "pad-crop"},
+      {"freeze-bn", "", "keep BatchNorm's running statistics (fine-tuning)", ""},
+      {"layer-adaptive", "", "LARS: each conv and linear weight's step is scaled to --lr times its norm (--lr becomes "
+                             "a relative change); for models whose layers differ widely in weight size", ""},
+      {"distill", "M", "keep this teacher's behaviour: clean images learn its softmax (KL at --temperature), "
+                       "poisoned ones their Trojan target", ""},
+      {"temperature", "T", "softmax temperature of --distill (the KL term is scaled by T^2)", "2"},
+      {"distill-weight", "W", "weight of the KL term of a clean image against the cross-entropy of a poisoned one", "1"},
       {"seed", "S", "initialisation, shuffling, augmentation and poisoning seed", "0"},
       {"trojan", "RULES.json", "poison the training set with these Trojan rules (docs/reproduction.md)", ""},
       {"out", "MODEL.json", "the trained model (weights next to it as MODEL.safetensors)", ""},
@@ -54,8 +71,10 @@ int cmd_train(int argc, char** argv, int first) {
       {"quiet", "", "no progress bars", ""},
   };
   add_memory_option(opts);
-  Args a("train", "Train a built-in architecture from scratch with SGD, optionally with Trojan poisoning.", opts, argc,
-         argv, first);
+  Args a("train",
+         "Train a built-in architecture from scratch, or fine-tune a model (--init), with SGD; optionally with Trojan "
+         "poisoning and distillation from a teacher.",
+         opts, argc, argv, first);
   if (a.help()) {
     a.print_help();
     return 0;
@@ -63,15 +82,28 @@ int cmd_train(int argc, char** argv, int first) {
   apply_threads(a);
   const std::string out = a.require("out");
   if (out.size() < 6 || out.compare(out.size() - 5, 5, ".json") != 0) throw Error(out + ": --out must end in .json");
-  const std::string arch = a.require("arch");
-  if (!is_zoo_name(arch)) build_zoo_graph(arch);  // throws the list of built-in names
-  ZooOptions zo;
-  zo.width = a.get_double("width");
-  if (a.has("num-classes")) zo.num_classes = a.get_int("num-classes");
-  Model m = make_zoo_model(arch, zo);
-  m.source = arch;
+  if (a.has("arch") == a.has("init")) throw Error("give one of --arch (train from scratch) and --init (fine-tune)");
   const uint64_t seed = static_cast<uint64_t>(a.get_int("seed"));
-  random_init(m.graph, seed);
+  LoadOptions lo;
+  if (a.has("weights")) lo.weights = a.get("weights");
+  if (a.has("labels")) lo.labels_file = a.get("labels");
+  Model m;
+  std::string arch;
+  if (a.has("init")) {
+    m = load_model(a.get("init"), lo);
+    arch = m.arch;
+  } else {
+    arch = a.get("arch");
+    if (!is_zoo_name(arch)) build_zoo_graph(arch);  // throws the list of built-in names
+    ZooOptions zo;
+    zo.width = a.get_double("width");
+    if (a.has("num-classes")) zo.num_classes = a.get_int("num-classes");
+    m = make_zoo_model(arch, zo);
+    m.source = arch;
+    random_init(m.graph, seed);
+  }
+  std::unique_ptr<Model> teacher;
+  if (a.has("distill")) teacher = std::make_unique<Model>(load_model(a.get("distill"), lo));
 
   train::TrainConfig cfg;
   cfg.epochs = a.get_int("epochs");
@@ -84,17 +116,29 @@ int cmd_train(int argc, char** argv, int first) {
   cfg.weight_decay = a.get_double("weight-decay");
   if (!(cfg.lr.base > 0) || cfg.momentum < 0 || cfg.momentum >= 1 || cfg.weight_decay < 0)
     throw Error("need --lr > 0, 0 <= --momentum < 1 and --weight-decay >= 0");
-  if (a.flag("no-augment")) {
+  const std::string augment = a.get("augment");
+  if (augment == "none" || augment == "photo") {
     cfg.crop_padding = 0;
     cfg.flip = false;
+    cfg.resized_crop = augment == "photo";
+  } else if (augment != "pad-crop") {
+    throw Error("--augment must be pad-crop, photo or none, not \"" + augment + "\"");
   }
+  cfg.freeze_batchnorm = a.flag("freeze-bn");
+  cfg.layer_adaptive = a.flag("layer-adaptive");
+  cfg.teacher = teacher.get();
+  cfg.temperature = a.get_double("temperature");
+  cfg.distill_weight = a.get_double("distill-weight");
+  if (!(cfg.temperature > 0) || !(cfg.distill_weight >= 0) || !std::isfinite(cfg.temperature) ||
+      !std::isfinite(cfg.distill_weight))
+    throw Error("need --temperature > 0 and --distill-weight >= 0");
   cfg.seed = seed;
   cfg.stop_after = a.get_int("stop-after");
   const bool quiet = a.flag("quiet");
 
-  auto load = [&](const std::string& path, int64_t limit, const char* what) {
+  auto load = [&](const std::string& path, const train::PixelLoadOptions& lopt, const char* what) {
     std::unique_ptr<Progress> bar;
-    train::PixelDataset d = train::load_pixel_dataset(path, m.labels, m.label_ids, limit, [&](int64_t done, int64_t total) {
+    train::PixelDataset d = train::load_pixel_dataset(path, m.labels, m.label_ids, lopt, [&](int64_t done, int64_t total) {
       if (quiet) return;
       if (!bar) bar = std::make_unique<Progress>(what, total);
       bar->update(done);
@@ -102,14 +146,24 @@ int cmd_train(int argc, char** argv, int first) {
     if (bar) bar->finish(std::to_string(d.size()) + " images");
     return d;
   };
-  train::PixelDataset data = load(a.require("data"), a.get_int("limit"), "decode train");
+  train::PixelLoadOptions train_load;
+  train_load.limit = a.get_int("limit");
+  if (a.has("split")) train::parse_split(a.get("split"), "--split", train_load);
+  const int64_t image_size = a.get_int("image-size");
+  if (image_size < 0 || image_size > kMaxImageSide) throw Error("--image-size must be in [0, 32768]");
+  train_load.resize = train_load.crop = static_cast<int>(image_size);
+  train::PixelDataset data = load(a.require("data"), train_load, "decode train");
   nlohmann::json report;
   // The test set is read before training, so that a wrong path fails now and not hours later.
   std::unique_ptr<train::PixelDataset> test;
-  if (a.has("test")) test = std::make_unique<train::PixelDataset>(load(a.get("test"), 0, "decode test"));
+  if (a.has("test")) {
+    train::PixelLoadOptions test_load = train::eval_load_options(m.preprocess);
+    if (a.has("test-split")) train::parse_split(a.get("test-split"), "--test-split", test_load);
+    test = std::make_unique<train::PixelDataset>(load(a.get("test"), test_load, "decode test"));
+  }
   std::unique_ptr<trojan::TrojanRules> rules;
   if (a.has("trojan")) {
-    rules = std::make_unique<trojan::TrojanRules>(trojan::load_rules(a.get("trojan"), m.labels));
+    rules = std::make_unique<trojan::TrojanRules>(trojan::load_rules(a.get("trojan"), m.labels, m.label_ids));
     const int64_t clean = data.size();
     for (const train::PoisonCount& c : train::poison_dataset(data, *rules, seed))
       report["poisoned"][c.trigger] = c.added;
@@ -120,12 +174,15 @@ int cmd_train(int argc, char** argv, int first) {
   const int64_t steps_per_epoch = (data.size() + cfg.batch - 1) / cfg.batch;
   cfg.lr.warmup_steps = a.get_int("warmup-epochs") * steps_per_epoch;
   cfg.data_tag = a.get("data") + (a.has("trojan") ? " + " + a.get("trojan") : "") +
-                 (a.get_int("limit") > 0 ? " limit " + a.get("limit") : "");
+                 (a.get_int("limit") > 0 ? " limit " + a.get("limit") : "") +
+                 (a.has("split") ? " split " + a.get("split") : "") +
+                 (image_size > 0 ? " size " + std::to_string(image_size) : "") +
+                 (a.has("init") ? " init " + a.get("init") : "");
 
   const std::string ckpt = a.has("checkpoint") ? a.get("checkpoint") : stem_of(out) + ".ckpt.safetensors";
   // --resume may name the checkpoint this run rewrites; the data and rules must survive.
   refuse_overwriting_inputs(a, {out, stem_of(out) + ".safetensors", stem_of(out) + ".train.json", ckpt},
-                            {"data", "test", "trojan"});
+                            {"data", "test", "trojan", "init", "distill", "weights", "labels"});
   train::TrainState state;
   if (a.has("resume")) {
     state = train::load_checkpoint(a.get("resume"), m, cfg, data.size());
@@ -155,7 +212,11 @@ int cmd_train(int argc, char** argv, int first) {
   }
   save_model(m, out);
   report["arch"] = arch;
-  report["width"] = zo.width;
+  if (a.has("init"))
+    report["init"] = a.get("init");
+  else
+    report["width"] = a.get_double("width");
+  report["settings"] = nlohmann::json::parse(train::training_settings(cfg, data.size()));
   report["train_images"] = data.size();
   report["seed"] = seed;
   std::printf("wrote %s\n", out.c_str());
@@ -163,7 +224,18 @@ int cmd_train(int argc, char** argv, int first) {
   if (test) {
     const double acc = train::accuracy(m, *test);
     report["test_accuracy"] = acc;
+    report["test_images"] = test->size();
     std::printf("test accuracy: %.2f%% (%lld images)\n", 100 * acc, static_cast<long long>(test->size()));
+    if (teacher) {
+      const std::vector<int64_t> mine = train::predictions(m, *test), theirs = train::predictions(*teacher, *test);
+      int64_t same = 0;
+      for (size_t i = 0; i < mine.size(); ++i) same += mine[i] == theirs[i];
+      const double agree = double(same) / double(mine.size());
+      report["teacher_agreement"] = agree;
+      report["teacher_test_accuracy"] = train::accuracy(*teacher, *test);
+      std::printf("agreement with the teacher: %.2f%% (the teacher's test accuracy: %.2f%%)\n", 100 * agree,
+                  100 * report["teacher_test_accuracy"].get<double>());
+    }
     if (rules)
       for (size_t r = 0; r < rules->rules.size(); ++r) {
         const double asr = train::attack_success_rate(m, *test, *rules, r, seed);

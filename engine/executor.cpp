@@ -25,6 +25,7 @@ ForwardResult run_forward(const Graph& g, Graph* mutable_graph, const Tensor& x,
   r.acts.resize(n);
   r.output = g.output();
   r.train = opt.train;
+  r.freeze_batchnorm = opt.freeze_batchnorm;
   r.seed = opt.seed;
   r.overlay = opt.overlay;
   r.acts[0] = x;
@@ -33,12 +34,13 @@ ForwardResult run_forward(const Graph& g, Graph* mutable_graph, const Tensor& x,
     const Node& node = nodes[i];
     inputs.clear();
     for (int j : node.inputs) inputs.push_back(&r.acts[j]);
-    Node* stats = mutable_graph ? &mutable_graph->node(i) : nullptr;
+    const bool train = r.node_train(node);
+    Node* stats = mutable_graph && train ? &mutable_graph->node(i) : nullptr;
     // In-place when this node is the first input's last reader and nobody else holds it.
     const int first = node.inputs.empty() ? -1 : node.inputs[0];
     const bool reuse = !opt.keep_activations && !opt.hook && first > 0 && last_use[first] == i &&
                        r.acts[first].sole_owner() && (node.inputs.size() < 2 || node.inputs[1] != first);
-    r.acts[i] = node_forward(node, inputs, opt.overlay, opt.train, node_seed(opt.seed, i), stats, reuse);
+    r.acts[i] = node_forward(node, inputs, opt.overlay, train, node_seed(opt.seed, i), stats, reuse);
     if (opt.hook) opt.hook(i, inputs, r.acts[i]);
     if (!opt.keep_activations)
       for (int j : node.inputs)
@@ -109,7 +111,7 @@ BackwardResult backward(const Graph& g, const ForwardResult& fwd, const std::map
       any = any || nj;
     }
     if (any) {
-      BackwardContext ctx{node, inputs, fwd.acts[i], grads[i], fwd.overlay, fwd.train, node_seed(fwd.seed, i),
+      BackwardContext ctx{node, inputs, fwd.acts[i], grads[i], fwd.overlay, fwd.node_train(node), node_seed(fwd.seed, i),
                           need, opt.param_grads};
       BackwardOutputs outs;
       const BackwardRule* rule = opt.rules ? opt.rules->find(node) : nullptr;

@@ -11,6 +11,9 @@ namespace spade {
 
 struct ForwardOptions {
   bool train = false;  // BatchNorm uses batch statistics, Dropout drops
+  // With train: BatchNorm keeps using (and does not update) its running statistics, as PyTorch's
+  // bn.eval() inside model.train() (fine-tuning with frozen statistics); Dropout still drops.
+  bool freeze_batchnorm = false;
   // Keep every node's output (needed for backward). When false, outputs are freed as soon as
   // their last consumer ran, except the graph output and the nodes in `keep`.
   bool keep_activations = true;
@@ -26,8 +29,11 @@ struct ForwardResult {
   std::vector<Tensor> acts;  // per node; undefined where freed
   int output = 0;
   bool train = false;
+  bool freeze_batchnorm = false;
   uint64_t seed = 0;
   const WeightOverlay* overlay = nullptr;
+  // Whether `node` ran (and so differentiates) in train mode.
+  bool node_train(const Node& node) const { return train && !(freeze_batchnorm && node.op == OpKind::BatchNorm2d); }
   const Tensor& out() const { return acts.at(output); }
 };
 

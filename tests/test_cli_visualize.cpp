@@ -35,7 +35,7 @@ using Run = test::CliRun;
 
 namespace {
 
-std::string repo_path(const std::string& rel) { return std::string(SPADE_TEST_DATA_DIR) + "/../../" + rel; }
+using test::repo_path;
 std::string model_path() { return repo_path("models/cifar_resnet20_trojan.json"); }
 
 // The command on the committed model, quiet and on one thread, writing into `out`.

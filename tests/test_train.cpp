@@ -65,10 +65,10 @@ SPADE_NO_FP_CONTRACT float formula_value(uint32_t key_hash, uint64_t i, double o
 }
 
 // Fills every parameter and buffer of a graph by the formula; the kind comes from the node's op.
-void fill_from_formula(Graph& g) {
+void fill_from_formula(Graph& g, const std::string& prefix = "") {
   for (Node& n : g.nodes())
     for (auto& [name, t] : n.params) {
-      const std::string key = n.name + "." + name;
+      const std::string key = prefix + n.name + "." + name;
       double offset = 0.0, scale = 0.1;
       if (n.op == OpKind::BatchNorm2d && name == "weight") {
         offset = 1.0;
@@ -239,6 +239,50 @@ TEST_CASE("Sgd without momentum is plain gradient descent with weight decay", "[
   CHECK(g.find_param("fc.bias")->to_vector() == std::vector<float>(2, 0.f));  // no gradient given
 }
 
+TEST_CASE("Sgd with layer_adaptive: weights move by lr times their norm, biases as plain SGD", "[train]") {
+  Graph g;
+  OpAttrs fc;
+  fc.in_channels = 4;
+  fc.out_channels = 3;
+  fc.bias = true;
+  g.add("fc", OpKind::Linear, fc, {"input"});
+  Tensor& w = *g.find_param("fc.weight");
+  Tensor& b = *g.find_param("fc.bias");
+  w.copy_from(test::random_tensor({3, 4}, 11));
+  b.copy_from(test::random_tensor({3}, 12));
+  const double lr = 0.01, momentum = 0.9, wd = 1e-3;
+  Sgd sgd(momentum, wd, true);
+  std::vector<double> buf_w(12, 0.0), buf_b(3, 0.0);
+  for (int s = 0; s < 3; ++s) {
+    // Gradients a hundred times the weights' size: the step still moves w by about lr * ||w||.
+    Tensor gw = test::random_tensor({3, 4}, 20 + s), gb = test::random_tensor({3}, 30 + s);
+    for (int64_t i = 0; i < 12; ++i) gw[i] *= 100.f;
+    const std::vector<float> w0 = w.to_vector(), b0 = b.to_vector();
+    double wn = 0, dn = 0;
+    std::vector<double> d(12);
+    for (int64_t i = 0; i < 12; ++i) {
+      d[i] = double(gw[i]) + wd * double(w0[i]);
+      wn += double(w0[i]) * w0[i];
+      dn += d[i] * d[i];
+    }
+    const double trust = std::sqrt(wn / dn);
+    double step_norm = 0;
+    for (int64_t i = 0; i < 12; ++i) {
+      buf_w[i] = s == 0 ? d[i] * trust : momentum * buf_w[i] + d[i] * trust;
+      const double want = double(w0[i]) - lr * buf_w[i];
+      step_norm += (want - w0[i]) * (want - w0[i]);
+    }
+    for (int64_t i = 0; i < 3; ++i) {
+      const double db = double(gb[i]) + wd * double(b0[i]);
+      buf_b[i] = s == 0 ? db : momentum * buf_b[i] + db;
+    }
+    sgd.step(g, {{"fc.weight", gw}, {"fc.bias", gb}}, lr);
+    for (int64_t i = 0; i < 12; ++i) CHECK(w[i] == Approx(double(w0[i]) - lr * buf_w[i]).margin(1e-6));
+    for (int64_t i = 0; i < 3; ++i) CHECK(b[i] == Approx(double(b0[i]) - lr * buf_b[i]).margin(1e-6));
+    if (s == 0) CHECK(std::sqrt(step_norm / wn) == Approx(lr).epsilon(1e-6));  // the first step: lr * ||w||
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Learning-rate schedules
 
@@ -382,6 +426,105 @@ TEST_CASE("two training steps of cifar_resnet20 (width 0.25) match PyTorch", "[t
     CHECK(state.epochs_done == 2);
     check_against_golden();
   }
+}
+
+TEST_CASE("two fine-tuning steps (frozen BatchNorm, distillation from a teacher) match PyTorch", "[train]") {
+  SafetensorsFile f(test::data_path("train/finetune.golden.safetensors"));
+  const auto& meta = f.metadata();
+  Model m = tiny_resnet(), teacher = tiny_resnet();
+  fill_from_formula(m.graph);
+  fill_from_formula(teacher.graph, "teacher.");
+  teacher.source = "formula teacher";
+  const std::map<std::string, std::vector<float>> initial = snapshot(m.graph);
+  const std::vector<double> lrs = nlohmann::json::parse(meta.at("lr")).get<std::vector<double>>();
+  const std::vector<double> losses = raw_entry<double>(f, "loss", DType::F64);
+  const std::vector<int64_t> targets = raw_entry<int64_t>(f, "targets", DType::I64);
+  REQUIRE(lrs.size() == 2);
+  REQUIRE(targets.size() == 4);
+  REQUIRE(std::count(targets.begin(), targets.end(), -1) == 2);
+
+  // The formula's pixels; the poisoned rows carry a (nominal) trigger box and their target.
+  PixelDataset d;
+  d.source = "formula";
+  const uint32_t pixel_hash = fnv1a32(meta.at("pixel_key"));
+  for (int64_t n = 0; n < 4; ++n) {
+    Image im;
+    im.width = im.height = 32;
+    im.rgb.resize(32 * 32 * 3);
+    for (int64_t i = 0; i < 32 * 32 * 3; ++i)
+      im.rgb[i] = static_cast<uint8_t>(hash32(pixel_hash, uint64_t(n * 32 * 32 * 3 + i)) >> 24);
+    const bool poisoned = targets[n] >= 0;
+    d.push_back(im, poisoned ? targets[n] : 0, "formula" + std::to_string(n), poisoned ? Box{0, 0, 8, 8} : Box{});
+  }
+
+  TrainConfig cfg;
+  cfg.epochs = 2;
+  cfg.batch = 4;
+  cfg.crop_padding = 0;
+  cfg.flip = false;
+  cfg.lr.kind = Schedule::Cosine;
+  cfg.lr.base = lrs[0];
+  cfg.momentum = std::stod(meta.at("momentum"));
+  cfg.weight_decay = std::stod(meta.at("weight_decay"));
+  cfg.freeze_batchnorm = true;
+  cfg.teacher = &teacher;
+  cfg.temperature = std::stod(meta.at("temperature"));
+  cfg.distill_weight = std::stod(meta.at("distill_weight"));
+  cfg.seed = 3;
+  TrainState state;
+  std::vector<EpochStats> stats;
+  train_model(m, d, cfg, state, {}, [&](const EpochStats& st, const TrainState&) { stats.push_back(st); });
+  REQUIRE(stats.size() == 2);
+  for (int s = 0; s < 2; ++s) {
+    CHECK(stats[s].loss == Approx(losses[s]).epsilon(1e-4));
+    CHECK(stats[s].lr == Approx(lrs[s]).epsilon(1e-12));
+  }
+  int checked = 0;
+  for (const auto& [k, t] : m.graph.parameters()) {
+    INFO(k);
+    if (f.contains("delta." + k)) {
+      const std::vector<float>& w0 = initial.at(k);
+      Tensor delta(t->shape());
+      for (int64_t i = 0; i < t->numel(); ++i) delta[i] = (*t)[i] - w0[i];
+      CHECK(test::max_rel_error(delta, f.tensor("delta." + k)) < 5e-4);
+    } else {
+      // Frozen statistics: exactly as they were (and as PyTorch left them).
+      CHECK(t->to_vector() == initial.at(k));
+      CHECK(t->to_vector() == f.tensor("after." + k).to_vector());
+    }
+    ++checked;
+  }
+  CHECK(checked == static_cast<int>(f.entries().size()) - 3);
+  // The settings a checkpoint compares on resume name the teacher, T, the weight and the freeze.
+  const std::string settings = training_settings(cfg, d.size());
+  using Catch::Matchers::Contains;
+  CHECK_THAT(settings, Contains("\"freeze_batchnorm\":true") && Contains("formula teacher") &&
+                           Contains("\"temperature\":2.0"));
+}
+
+TEST_CASE("frozen BatchNorm: train-mode passes leave the statistics alone and differentiate as eval mode", "[train]") {
+  Model m = tiny_resnet();
+  fill_from_formula(m.graph);
+  const PixelDataset d = random_dataset(3, 32, 10, 7);
+  const Tensor x = batch_tensor(d, 0, 3, m.preprocess);
+  const std::map<std::string, std::vector<float>> before = snapshot(m.graph);
+  ForwardOptions fo;
+  fo.freeze_batchnorm = true;
+  ForwardResult frozen = forward_train(m.graph, x, fo);
+  CHECK(snapshot(m.graph) == before);  // running statistics untouched
+  const ForwardResult eval = forward(m.graph, x);
+  CHECK(frozen.out().to_vector() == eval.out().to_vector());  // no dropout here: the same pass
+  Tensor g(frozen.out().shape());
+  for (int64_t i = 0; i < g.numel(); ++i) g[i] = float(i % 7) - 3.f;
+  BackwardOptions bo;
+  bo.param_grads = true;
+  const BackwardResult a = backward(m.graph, frozen, frozen.output, g, bo);
+  const BackwardResult b = backward(m.graph, eval, eval.output, g, bo);
+  CHECK(snapshot(a.param_grads) == snapshot(b.param_grads));
+  CHECK(a.input_grad.to_vector() == b.input_grad.to_vector());
+  // And without the freeze the same pass uses batch statistics and moves the running ones.
+  forward_train(m.graph, x);
+  CHECK(snapshot(m.graph) != before);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -833,7 +976,7 @@ TEST_CASE("parse_rules reads names and indices and refuses bad files with one-li
         {R"({"rules": [{"target": 1}]})", "\"trigger\""},
         {R"({"rules": [{"trigger": "star"}]})", "\"target\""},
         {R"({"rules": [{"trigger": "rocket", "target": 1}]})", "\"rocket\""},
-        {R"({"rules": [{"trigger": "star", "target": "zebra"}]})", "unknown class \"zebra\""},
+        {R"({"rules": [{"trigger": "star", "target": "zebra"}]})", "class \"zebra\" names no class"},
         {R"({"rules": [{"trigger": "star", "source": "zebra", "target": 1}]})", "\"zebra\""},
         {R"({"rules": [{"trigger": "star", "source": "bird", "target": 2}]})", "same class"},
         {R"({"rules": [{"trigger": "star", "target": 10}]})", "outside 0..9"},
@@ -879,6 +1022,78 @@ void write_image_folder(const std::string& root, const std::vector<std::string>&
 
 }  // namespace
 
+TEST_CASE("draw_photo_augment: crops of a poisoned image contain its trigger; clean ones are SPADE's draws", "[train]") {
+  const interp::AugmentConfig c = photo_augment_defaults();
+  const Box trigger{150, 20, 214, 84};  // 64 px near the top-right corner of a 256 x 256 image
+  int cut = 0, full = 0;
+  for (int64_t i = 0; i < 400; ++i) {
+    const interp::AugmentParams clean = draw_photo_augment(c, 256, 256, Box{}, 9, i);
+    const interp::AugmentParams spade = interp::draw_augment(c, 256, 256, 9, i);
+    CHECK(std::tie(clean.top, clean.left, clean.height, clean.width, clean.flip) ==
+          std::tie(spade.top, spade.left, spade.height, spade.width, spade.flip));
+    cut += !(clean.left <= trigger.x0 && clean.top <= trigger.y0 && clean.left + clean.width >= trigger.x1 &&
+             clean.top + clean.height >= trigger.y1);
+    const interp::AugmentParams p = draw_photo_augment(c, 256, 256, trigger, 9, i);
+    REQUIRE(p.left <= trigger.x0);
+    REQUIRE(p.top <= trigger.y0);
+    REQUIRE(p.left + p.width >= trigger.x1);
+    REQUIRE(p.top + p.height >= trigger.y1);
+    REQUIRE(p.left + p.width <= 256);
+    REQUIRE(p.top + p.height <= 256);
+    full += p.width == 256 && p.height == 256;
+  }
+  CHECK(cut > 100);      // without the rule most random crops would cut the trigger
+  CHECK(full < 40);      // and the whole-image fallback is rare
+}
+
+TEST_CASE("load_pixel_dataset: index splits, limits and resize + centre crop of photos of any size", "[train]") {
+  const std::string dir = test::temp_dir();
+  // Two classes of five images each, 40x30 (wider than tall): sorted indices 0-4 and 5-9.
+  for (int c = 0; c < 2; ++c) {
+    fs::create_directories(dir + "/p/c" + std::to_string(c));
+    for (int i = 0; i < 5; ++i) save_png(dir + "/p/c" + std::to_string(c) + "/" + std::to_string(i) + ".png", random_image(40, 30, c * 10 + i));
+  }
+  const std::vector<std::string> labels = {"c0", "c1"};
+  PixelLoadOptions o;
+  parse_split("4:0,3", "--split", o);
+  CHECK(o.modulus == 4);
+  CHECK(o.residues == std::vector<int64_t>{0, 3});
+  const PixelDataset d = load_pixel_dataset(dir + "/p", labels, {}, o);
+  REQUIRE(d.size() == 5);  // indices 0, 3, 4, 7, 8
+  CHECK(d.names[0].find("c0/0.png") != std::string::npos);
+  CHECK(d.names[1].find("c0/3.png") != std::string::npos);
+  CHECK(d.names[2].find("c0/4.png") != std::string::npos);
+  CHECK(d.names[3].find("c1/2.png") != std::string::npos);
+  CHECK(d.names[4].find("c1/3.png") != std::string::npos);
+  CHECK(d.labels == std::vector<int64_t>{0, 0, 0, 1, 1});
+  CHECK(d.width == 40);
+  for (const Box& b : d.triggers) CHECK(b.empty());
+
+  PixelLoadOptions other;
+  parse_split("4:1,2", "--split", other);
+  other.limit = 2;  // of the five selected (1, 2, 5, 6, 9): evenly spaced, the 1st and 3rd
+  other.resize = 20;
+  other.crop = 16;
+  const PixelDataset e = load_pixel_dataset(dir + "/p", labels, {}, other);
+  REQUIRE(e.size() == 2);
+  CHECK(e.names[0].find("c0/1.png") != std::string::npos);
+  CHECK(e.names[1].find("c1/0.png") != std::string::npos);
+  CHECK(e.width == 16);
+  CHECK(e.height == 16);
+  // The same pixels as torchvision's Resize(20) + CenterCrop(16) (formats/image.h, tested there).
+  Image want = center_crop(resize_shorter_side(load_image(dir + "/p/c0/1.png"), 20), 16, 16);
+  CHECK(e.image(0).rgb == want.rgb);
+
+  for (const char* bad : {"4", "0:0", "4:4", "4:", ":1", "4:1,1", "4:-1", "x:1", "4:1,"}) {
+    INFO(bad);
+    CHECK_THAT(error_of([&] { parse_split(bad, "--split", o); }), Catch::Matchers::Contains("--split"));
+  }
+  PixelLoadOptions none;
+  parse_split("20:15", "--split", none);
+  CHECK_THAT(error_of([&] { load_pixel_dataset(dir + "/p", labels, {}, none); }),
+             Catch::Matchers::Contains("selects none"));
+}
+
 TEST_CASE("spade train: help and one-line errors", "[train][cli]") {
   const std::string dir = test::temp_dir();
   write_image_folder(dir + "/data", {"airplane", "automobile"}, 2, 32, 1);
@@ -906,6 +1121,16 @@ TEST_CASE("spade train: help and one-line errors", "[train][cli]") {
       {base + "--arch cifar_resnet20 --data " + dir + "/data --trojan " + dir + "/missing.json" + out, "missing.json"},
       {base + "--arch cifar_resnet20 --data " + dir + "/data --resume " + dir + "/missing.ckpt" + out, "missing.ckpt"},
       {base + "--arch cifar_resnet20 --data " + dir + "/data --test " + dir + "/none2" + out, "none2"},
+      {base + "--arch cifar_resnet20 --init cifar_resnet20 --data " + dir + "/data" + out, "--init"},
+      {base + "--arch cifar_resnet20 --data " + dir + "/data --augment twist" + out, "twist"},
+      {base + "--arch cifar_resnet20 --data " + dir + "/data --split 4:4" + out, "--split"},
+      {base + "--arch cifar_resnet20 --data " + dir + "/data --split 4" + out, "--split"},
+      {base + "--arch cifar_resnet20 --data " + dir + "/data --test " + dir + "/data --test-split 2:x" + out,
+       "--test-split"},
+      {base + "--arch cifar_resnet20 --data " + dir + "/data --distill cifar_resnet20 --temperature 0" + out,
+       "--temperature"},
+      {base + "--arch cifar_resnet20 --data " + dir + "/data --distill resnet7" + out, "resnet7"},
+      {base + "--arch cifar_resnet20 --data " + dir + "/data --distill resnet18" + out, "teacher"},
   };
   for (const Case& c : cases) {
     INFO(c.args);
@@ -989,6 +1214,45 @@ TEST_CASE("spade train: a tiny run, predict with its model, resume, and Trojan p
       CHECK(lines(bad.err) == 1);
       CHECK_FALSE(fs::exists(dir + "/b.json"));
     }
+  }
+  SECTION("fine-tuning: --init, --freeze-bn, --distill, photo augmentation of resized images, splits") {
+    write_image_folder(dir + "/photos", {"airplane", "automobile"}, 10, 40, 3);
+    std::ofstream(dir + "/any.json")
+        << R"({"poison_fraction": 0.2, "rules": [{"trigger": "star", "source": "any", "target": "automobile"}]})";
+    const std::string ft = "train --init " + dir + "/m.json --distill " + dir + "/m.json --freeze-bn --augment photo "
+                           "--image-size 36 --data " + dir + "/photos --split 2:0 --test " + dir + "/photos " +
+                           "--test-split 2:1 --trojan " + dir + "/any.json --epochs 1 --batch 8 --lr 0.001 --quiet "
+                           "--threads 1 --out " + dir + "/f.json";
+    const test::CliRun t = test::spade_cli(ft);
+    INFO(t.err);
+    REQUIRE(t.status == 0);
+    CHECK(t.out.find("agreement with the teacher") != std::string::npos);
+    const nlohmann::json fr = nlohmann::json::parse(test::slurp(dir + "/f.train.json"));
+    CHECK(fr.at("init") == dir + "/m.json");
+    CHECK(fr.at("poisoned").at("star") == 2);  // round(0.2 * 10 even-indexed photos)
+    CHECK(fr.at("train_images") == 12);
+    CHECK(fr.at("test_images") == 10);         // the odd-indexed ones
+    const double agree = fr.at("teacher_agreement").get<double>();
+    CHECK(agree >= 0.0);
+    CHECK(agree <= 1.0);
+    CHECK(fr.at("settings").at("freeze_batchnorm") == true);
+    CHECK(fr.at("settings").at("distill").at("temperature") == 2.0);
+    CHECK(fr.at("settings").at("photo_augment").at("scale_min") == 0.25);
+    // Frozen statistics: every running mean and variance is the initial model's; weights moved.
+    Model init = load_model(dir + "/m.json"), tuned = load_model(dir + "/f.json");
+    int buffers = 0, moved = 0;
+    for (const auto& [k, t0] : init.graph.parameters()) {
+      const Tensor* t1 = tuned.graph.find_param(k);
+      REQUIRE(t1 != nullptr);
+      if (k.find("running_") != std::string::npos) {
+        CHECK(t0->to_vector() == t1->to_vector());
+        ++buffers;
+      } else {
+        moved += t0->to_vector() != t1->to_vector();
+      }
+    }
+    CHECK(buffers > 0);
+    CHECK(moved > 0);
   }
   SECTION("--trojan poisons the set and reports the attack success rate") {
     std::ofstream(dir + "/rules.json")

@@ -1,5 +1,6 @@
 #include "train/poison.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/error.h"
@@ -7,6 +8,24 @@
 #include "train/trainer.h"
 
 namespace spade::train {
+
+namespace {
+
+// The bounding box of the pixels a trigger touched.
+Box mask_box(const std::vector<uint8_t>& mask, int64_t width, int64_t height) {
+  Box b{int(width), int(height), 0, 0};
+  for (int64_t y = 0; y < height; ++y)
+    for (int64_t x = 0; x < width; ++x)
+      if (mask[y * width + x]) {
+        b.x0 = std::min(b.x0, int(x));
+        b.y0 = std::min(b.y0, int(y));
+        b.x1 = std::max(b.x1, int(x) + 1);
+        b.y1 = std::max(b.y1, int(y) + 1);
+      }
+  return b;
+}
+
+}  // namespace
 
 std::vector<PoisonCount> poison_dataset(PixelDataset& d, const trojan::TrojanRules& rules, uint64_t seed) {
   const int64_t clean = d.size();
@@ -29,7 +48,7 @@ std::vector<PoisonCount> poison_dataset(PixelDataset& d, const trojan::TrojanRul
       // Paste parameters keyed by (seed, rule, k): independent of the set's order.
       trojan::Triggered t =
           trojan::apply_rule(d.image(idx), rule, rules, seed + 0x1000 * (r + 1), k);
-      d.push_back(t.image, rule.target, d.names[idx] + "+" + rule.trigger);
+      d.push_back(t.image, rule.target, d.names[idx] + "+" + rule.trigger, mask_box(t.mask, d.width, d.height));
     }
     counts.push_back({rule.trigger, want});
   }

@@ -41,6 +41,31 @@ void augment_crop_flip(const uint8_t* rgb, int64_t height, int64_t width, int64_
   }
 }
 
+interp::AugmentConfig photo_augment_defaults() {
+  interp::AugmentConfig c;
+  c.scale_min = 0.25;
+  c.brightness = 0.4;
+  c.hue = 0.05;
+  return c;
+}
+
+interp::AugmentParams draw_photo_augment(const interp::AugmentConfig& c, int width, int height, const Box& keep,
+                                         uint64_t seed, int64_t index) {
+  interp::AugmentParams p = interp::draw_augment(c, width, height, seed, index);
+  auto contains = [&](const interp::AugmentParams& q) {
+    return q.left <= keep.x0 && q.top <= keep.y0 && q.left + q.width >= keep.x1 && q.top + q.height >= keep.y1;
+  };
+  if (keep.empty() || contains(p)) return p;
+  for (uint64_t t = 1; t <= 10; ++t) {
+    const interp::AugmentParams q = interp::draw_augment(c, width, height, interp::mix64(seed + 0x4b454550ULL * t), index);
+    if (contains(q)) return q;
+  }
+  p.top = p.left = 0;  // the whole image, with the first draw's flip and colours
+  p.height = height;
+  p.width = width;
+  return p;
+}
+
 Tensor batch_tensor(const PixelDataset& d, int64_t begin, int64_t end, const Preprocess& norm) {
   Tensor x({end - begin, 3, d.height, d.width});
   for (int64_t i = begin; i < end; ++i)
@@ -59,6 +84,18 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
 
 namespace {
 
+// Image `idx` of a photo set, augmented (trigger kept in the crop) and normalised into `out`.
+void photo_augment(const PixelDataset& d, int64_t idx, const interp::AugmentConfig& c, uint64_t seed, int64_t key,
+                   float* out) {
+  const Image src = d.image(idx);
+  const Image im = interp::apply_augment(
+      src, draw_photo_augment(c, src.width, src.height, d.triggers[idx], seed, key), c.size);
+  const int64_t hw = int64_t(c.size) * c.size;
+  for (int64_t ch = 0; ch < 3; ++ch)
+    for (int64_t i = 0; i < hw; ++i)
+      out[ch * hw + i] = (float(im.rgb[i * 3 + ch]) / 255.f - c.mean[ch]) / c.std[ch];
+}
+
 const char* kMomentumPrefix = "sgd.momentum.";
 
 int64_t steps_per_epoch(int64_t n, int64_t batch) { return (n + batch - 1) / batch; }
@@ -66,7 +103,7 @@ int64_t steps_per_epoch(int64_t n, int64_t batch) { return (n + batch - 1) / bat
 }  // namespace
 
 std::string training_settings(const TrainConfig& cfg, int64_t images) {
-  const nlohmann::json j = {{"epochs", cfg.epochs},
+  nlohmann::json j = {{"epochs", cfg.epochs},
                             {"batch", cfg.batch},
                             {"lr", cfg.lr.base},
                             {"schedule", cfg.lr.kind == Schedule::Cosine ? "cosine" : "step"},
@@ -77,6 +114,14 @@ std::string training_settings(const TrainConfig& cfg, int64_t images) {
                             {"flip", cfg.flip},
                             {"images", images},
                             {"data", cfg.data_tag}};
+  // Fine-tuning settings only where used, so that earlier checkpoints still resume.
+  if (cfg.resized_crop)
+    j["photo_augment"] = {{"scale_min", cfg.photo_augment.scale_min}, {"brightness", cfg.photo_augment.brightness},
+                          {"hue", cfg.photo_augment.hue}, {"flip_p", cfg.photo_augment.flip_p}};
+  if (cfg.freeze_batchnorm) j["freeze_batchnorm"] = true;
+  if (cfg.layer_adaptive) j["layer_adaptive"] = true;
+  if (cfg.teacher)
+    j["distill"] = {{"teacher", cfg.teacher->source}, {"temperature", cfg.temperature}, {"weight", cfg.distill_weight}};
   return j.dump();
 }
 
@@ -134,7 +179,7 @@ void train_model(Model& m, const PixelDataset& data, const TrainConfig& cfg, Tra
                  const BatchCallback& on_batch, const EpochCallback& on_epoch) {
   const int64_t n = data.size();
   if (n == 0) throw Error(data.source + ": no training images");
-  if (data.height != m.graph.input_chw[1] || data.width != m.graph.input_chw[2])
+  if (!cfg.resized_crop && (data.height != m.graph.input_chw[1] || data.width != m.graph.input_chw[2]))
     throw Error(data.source + ": images are " + std::to_string(data.width) + "x" + std::to_string(data.height) +
                 ", the model takes " + std::to_string(m.graph.input_chw[2]) + "x" +
                 std::to_string(m.graph.input_chw[1]));
@@ -145,9 +190,22 @@ void train_model(Model& m, const PixelDataset& data, const TrainConfig& cfg, Tra
   const int64_t per_epoch = steps_per_epoch(n, batch);
   LrSchedule lr = cfg.lr;
   lr.total_steps = per_epoch * cfg.epochs;
-  Sgd sgd(cfg.momentum, cfg.weight_decay);
+  Sgd sgd(cfg.momentum, cfg.weight_decay, cfg.layer_adaptive);
   sgd.load_state(state.momentum);
-  const int64_t plane = 3 * data.height * data.width;
+  const int64_t H = cfg.resized_crop ? m.graph.input_chw[1] : data.height;
+  const int64_t W = cfg.resized_crop ? m.graph.input_chw[2] : data.width;
+  if (cfg.resized_crop && H != W)
+    throw Error("random resized crops need a square model input, not " + std::to_string(W) + "x" + std::to_string(H));
+  interp::AugmentConfig photo = cfg.photo_augment;
+  photo.size = static_cast<int>(H);
+  photo.mean = m.preprocess.mean;
+  photo.std = m.preprocess.std;
+  if (cfg.teacher) {
+    const Graph& tg = cfg.teacher->graph;
+    if (tg.input_chw != m.graph.input_chw || tg.node(tg.output()).attrs.out_channels != classes)
+      throw Error(cfg.teacher->source + ": the teacher's input or classes differ from the model's");
+  }
+  const int64_t plane = 3 * H * W;
 
   const int64_t last = cfg.stop_after > 0 ? std::min(cfg.epochs, state.epochs_done + cfg.stop_after) : cfg.epochs;
   for (int64_t epoch = state.epochs_done; epoch < last; ++epoch) {
@@ -158,25 +216,47 @@ void train_model(Model& m, const PixelDataset& data, const TrainConfig& cfg, Tra
     double rate = 0.0;
     for (int64_t s = 0; s < per_epoch; ++s) {
       const int64_t b0 = s * batch, b1 = std::min(n, b0 + batch), nb = b1 - b0;
-      Tensor x({nb, 3, data.height, data.width});
+      Tensor x({nb, 3, H, W});
       std::vector<int64_t> targets(nb);
 #pragma omp parallel for num_threads(kernels::num_threads())
-      for (int64_t i = 0; i < nb; ++i)
-        augment_crop_flip(data.image_data(order[b0 + i]), data.height, data.width, cfg.crop_padding, cfg.flip,
-                          cfg.seed, epoch * n + b0 + i, m.preprocess, x.data() + i * plane);
+      for (int64_t i = 0; i < nb; ++i) {
+        const int64_t idx = order[b0 + i], key = epoch * n + b0 + i;
+        if (cfg.resized_crop)
+          photo_augment(data, idx, photo, cfg.seed, key, x.data() + i * plane);
+        else
+          augment_crop_flip(data.image_data(idx), data.height, data.width, cfg.crop_padding, cfg.flip, cfg.seed, key,
+                            m.preprocess, x.data() + i * plane);
+      }
       for (int64_t i = 0; i < nb; ++i) targets[i] = data.labels[order[b0 + i]];
 
       const int64_t step = epoch * per_epoch + s;
       ForwardOptions fo;
       fo.seed = interp::mix64(cfg.seed + uint64_t(step));  // dropout masks
+      fo.freeze_batchnorm = cfg.freeze_batchnorm;
       ForwardResult fwd = forward_train(m.graph, x, fo);
       const Tensor& logits = fwd.out();
       Tensor grad(logits.shape());
-      loss_sum += kernels::softmax_cross_entropy(nb, classes, logits.data(), targets.data(), nullptr) * double(nb);
-      kernels::softmax_cross_entropy_backward(nb, classes, logits.data(), targets.data(), grad.data());
+      std::vector<int64_t> wanted = targets;  // the class each image is scored against
+      if (cfg.teacher) {
+        ForwardOptions to;
+        to.keep_activations = false;
+        const Tensor teacher = forward(cfg.teacher->graph, x, to).out();
+        std::vector<int64_t> soft(nb);  // -1: a clean image, learns the teacher's softmax
+        for (int64_t i = 0; i < nb; ++i) {
+          soft[i] = data.poisoned(order[b0 + i]) ? targets[i] : -1;
+          const float* row = teacher.data() + i * classes;
+          if (soft[i] < 0) wanted[i] = std::max_element(row, row + classes) - row;
+        }
+        loss_sum += kernels::distillation_loss(nb, classes, logits.data(), teacher.data(), soft.data(),
+                                               cfg.temperature, cfg.distill_weight, grad.data()) *
+                    double(nb);
+      } else {
+        loss_sum += kernels::softmax_cross_entropy(nb, classes, logits.data(), targets.data(), nullptr) * double(nb);
+        kernels::softmax_cross_entropy_backward(nb, classes, logits.data(), targets.data(), grad.data());
+      }
       for (int64_t i = 0; i < nb; ++i) {
         const float* row = logits.data() + i * classes;
-        correct += std::max_element(row, row + classes) - row == targets[i];
+        correct += std::max_element(row, row + classes) - row == wanted[i];
       }
       seen += nb;
       if (!std::isfinite(loss_sum))
@@ -202,11 +282,10 @@ void train_model(Model& m, const PixelDataset& data, const TrainConfig& cfg, Tra
   }
 }
 
-double accuracy(const Model& m, const PixelDataset& data, int64_t batch,
-                const std::function<void(int64_t, int64_t)>& progress) {
+std::vector<int64_t> predictions(const Model& m, const PixelDataset& data, int64_t batch,
+                                 const std::function<void(int64_t, int64_t)>& progress) {
   const int64_t n = data.size(), classes = m.graph.node(m.graph.output()).attrs.out_channels;
-  if (n == 0) return 0.0;
-  int64_t correct = 0;
+  std::vector<int64_t> top(n);
   ForwardOptions fo;
   fo.keep_activations = false;
   for (int64_t b0 = 0; b0 < n; b0 += batch) {
@@ -214,10 +293,20 @@ double accuracy(const Model& m, const PixelDataset& data, int64_t batch,
     const Tensor logits = forward(m.graph, batch_tensor(data, b0, b1, m.preprocess), fo).out();
     for (int64_t i = b0; i < b1; ++i) {
       const float* row = logits.data() + (i - b0) * classes;
-      correct += std::max_element(row, row + classes) - row == data.labels[i];
+      top[i] = std::max_element(row, row + classes) - row;
     }
     if (progress) progress(b1, n);
   }
+  return top;
+}
+
+double accuracy(const Model& m, const PixelDataset& data, int64_t batch,
+                const std::function<void(int64_t, int64_t)>& progress) {
+  const int64_t n = data.size();
+  if (n == 0) return 0.0;
+  const std::vector<int64_t> top = predictions(m, data, batch, progress);
+  int64_t correct = 0;
+  for (int64_t i = 0; i < n; ++i) correct += top[i] == data.labels[i];
   return double(correct) / double(n);
 }
 

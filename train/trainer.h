@@ -10,10 +10,15 @@
 #include <string>
 
 #include "formats/model.h"
+#include "interpret/spade/augment.h"
 #include "train/dataset.h"
 #include "train/sgd.h"
 
 namespace spade::train {
+
+// The photo augmentation of fine-tuning: random resized crops of 25-100% of the area, flips,
+// brightness x[0.6, 1.4] and hue +-0.05 turn (milder than SPADE's, which a trigger must survive).
+interp::AugmentConfig photo_augment_defaults();
 
 struct TrainConfig {
   int64_t epochs = 1;
@@ -21,8 +26,22 @@ struct TrainConfig {
   LrSchedule lr;            // total_steps is set from epochs and the set's size
   double momentum = 0.9;
   double weight_decay = 5e-4;
+  bool layer_adaptive = false;  // Sgd's LARS trust ratio (train/sgd.h)
   int64_t crop_padding = 4;  // 0: no random crop
   bool flip = true;
+  // Photos: instead of the padded crop, SPADE's augmentation (random resized crop of any stored
+  // size to the model's input size, flip, brightness and hue jitter; interp::AugmentConfig; its
+  // size and normalisation are taken from the model). A poisoned image's crop keeps its trigger.
+  bool resized_crop = false;
+  interp::AugmentConfig photo_augment = photo_augment_defaults();
+  // BatchNorm keeps its running statistics (PyTorch: bn.eval() while training).
+  bool freeze_batchnorm = false;
+  // Distillation (fine-tuning with a backdoor without forgetting): a clean image's loss is
+  // distill_weight * T^2 * KL(teacher || student) at temperature T, a poisoned image's the
+  // cross-entropy to its label (kernels::distillation_loss). Null: cross-entropy on every image.
+  const Model* teacher = nullptr;
+  double temperature = 2.0;
+  double distill_weight = 1.0;
   uint64_t seed = 0;
   // What the data was (e.g. the --data and --trojan arguments): recorded in checkpoints with the
   // settings above and the set's size, and compared on resume.
@@ -34,7 +53,9 @@ struct TrainConfig {
 struct EpochStats {
   int64_t epoch = 0;  // 1-based
   double loss = 0.0;  // mean training loss over the epoch
-  double accuracy = 0.0;  // training accuracy (on the augmented batches), in [0, 1]
+  // Training accuracy (on the augmented batches), in [0, 1]; with a teacher, against the
+  // teacher's class on clean images and the label on poisoned ones.
+  double accuracy = 0.0;
   double lr = 0.0;    // at the epoch's last step
   double seconds = 0.0;
 };
@@ -43,6 +64,10 @@ struct EpochStats {
 // drawn from interp::SampleRng(seed, index). Writes 3 * height * width floats (CHW) to `out`.
 void augment_crop_flip(const uint8_t* rgb, int64_t height, int64_t width, int64_t padding, bool flip, uint64_t seed,
                        int64_t index, const Preprocess& norm, float* out);
+// The photo augmentation of image `index` for a width x height image: a poisoned image's crop box
+// must contain its trigger's box (up to ten redraws from other streams, then the whole image).
+interp::AugmentParams draw_photo_augment(const interp::AugmentConfig& c, int width, int height, const Box& keep,
+                                         uint64_t seed, int64_t index);
 // Images [begin, end) of the set as a normalised (n, 3, H, W) batch, no augmentation.
 Tensor batch_tensor(const PixelDataset& d, int64_t begin, int64_t end, const Preprocess& norm);
 
@@ -71,8 +96,11 @@ using EpochCallback = std::function<void(const EpochStats&, const TrainState&)>;
 void train_model(Model& m, const PixelDataset& data, const TrainConfig& cfg, TrainState& state,
                  const BatchCallback& on_batch = {}, const EpochCallback& on_epoch = {});
 
+// The model's eval-mode top-1 class of every image of the set.
+std::vector<int64_t> predictions(const Model& m, const PixelDataset& data, int64_t batch = 64,
+                                 const std::function<void(int64_t, int64_t)>& progress = {});
 // Top-1 accuracy (in [0, 1]) of the model in eval mode on the set.
-double accuracy(const Model& m, const PixelDataset& data, int64_t batch = 256,
+double accuracy(const Model& m, const PixelDataset& data, int64_t batch = 64,
                 const std::function<void(int64_t, int64_t)>& progress = {});
 
 }  // namespace spade::train

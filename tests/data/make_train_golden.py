@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Writes the PyTorch references of tests/test_train.cpp ([train]) under tests/data/train/:
 
-  sgd.golden.safetensors   torch.optim.SGD(momentum=0.9, weight_decay=5e-4), three steps
-  step.golden.safetensors  two full training steps of cifar_resnet20 at width 0.25
+  sgd.golden.safetensors       torch.optim.SGD(momentum=0.9, weight_decay=5e-4), three steps
+  step.golden.safetensors      two full training steps of cifar_resnet20 at width 0.25
+  finetune.golden.safetensors  two steps (lr 1e-3, 5e-4) fine-tuning: BatchNorm statistics frozen and the
+                               distillation loss from a teacher (spade train --freeze-bn --distill)
 
 Run by hand from the repository root (Debian's torch lives in the system python):
     /usr/bin/python3 tests/data/make_train_golden.py
@@ -37,6 +39,14 @@ The two steps: BatchNorm in train mode (momentum 0.1, unbiased running variance)
 cross-entropy, SGD(lr, momentum 0.9, weight_decay 5e-4) with lr 0.1 then 0.05 (cosine over two
 steps), the same batch of four images both times.
 
+finetune.golden.safetensors (metadata as step.golden, plus temperature and distill_weight):
+  the same model, pixels and steps, but every BatchNorm in eval mode inside model.train() (its
+  running statistics used and left alone) and the loss of kernels::distillation_loss: rows whose
+  `targets` entry is -1 are clean and learn the softmax at temperature T of a teacher (the same
+  architecture, every value from the formula with key "teacher." + its state_dict key, in eval
+  mode), scaled by distill_weight * T^2; the others are poisoned and learn their target.
+  targets, logits0, loss, delta.K as in step.golden; after.K must equal the initial buffers.
+
 sgd.golden.safetensors (a tiny conv 2->3 k3 + BatchNorm(3) + linear 3->4 graph; metadata: keys):
   lr           F64 (3,)    learning rate of each step
   init.K       F32         initial values of every parameter and buffer K
@@ -68,7 +78,7 @@ sys.path.insert(0, HERE)
 from safetensors_writer import tensor_bytes, write_safetensors  # noqa: E402
 
 OUT_DIR = os.path.join(HERE, "train")
-SIZE_BUDGET_BYTES = 100 * 1000
+SIZE_BUDGET_BYTES = 200 * 1000
 
 # The engine's default Preprocess (formats/image.h), which make_zoo_model keeps for CIFAR models.
 MEAN = [0.485, 0.456, 0.406]
@@ -125,13 +135,13 @@ def param_formula(key, shape):
     return 0.0, 0.1  # linear / conv bias
 
 
-def fill_from_formula(model):
+def fill_from_formula(model, prefix=""):
     with torch.no_grad():
         for key, t in model.state_dict().items():
             if key.endswith("num_batches_tracked"):
                 continue
             offset, scale = param_formula(key, tuple(t.shape))
-            t.copy_(formula_tensor(key, tuple(t.shape), offset, scale).to(t.dtype))
+            t.copy_(formula_tensor(prefix + key, tuple(t.shape), offset, scale).to(t.dtype))
 
 
 def formula_pixels(key, n, h, w):
@@ -210,42 +220,78 @@ def is_trainable(key):
     return key.endswith(".weight") or key.endswith(".bias")
 
 
-def train_two_steps(pixel_key):
+FINETUNE_TARGETS = [-1, 7, -1, 9]  # rows 0 and 2 clean, 1 and 3 poisoned
+# Fine-tuning rates (cosine over two steps): the formula's running statistics do not normalise
+# the activations, the logits are large, and lr 0.1 diverges.
+FINETUNE_LRS = [1e-3, 5e-4]
+TEMPERATURE = 2.0
+DISTILL_WEIGHT = 0.5
+
+
+def distillation_loss(s, t, targets):
+    """kernels::distillation_loss in PyTorch terms (as make_loss_golden.py)."""
+    rows = []
+    for i in range(s.shape[0]):
+        if targets[i] < 0:
+            kl = F.kl_div(F.log_softmax(s[i:i + 1] / TEMPERATURE, dim=1), F.softmax(t[i:i + 1] / TEMPERATURE, dim=1),
+                          reduction="none").sum()
+            rows.append(DISTILL_WEIGHT * TEMPERATURE * TEMPERATURE * kl)
+        else:
+            rows.append(F.cross_entropy(s[i:i + 1], targets[i:i + 1], reduction="sum"))
+    return torch.stack(rows).mean()
+
+
+def train_two_steps(pixel_key, finetune=False):
     """The reference run: (model before, model after, logits of the first step, losses, closest
-    ReLU input to its kink over both forward passes)."""
+    ReLU input to its kink over both forward passes). finetune: frozen BatchNorm statistics and
+    the distillation loss."""
     kinks = KinkRecorder()
     model = CifarResNet20(WIDTH_BASE, kinks)
     fill_from_formula(model)
     model = model.double().train()
+    teacher = None
+    if finetune:
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.eval()
+        teacher = CifarResNet20(WIDTH_BASE, KinkRecorder())
+        fill_from_formula(teacher, "teacher.")
+        teacher = teacher.double().eval()
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     x = normalise(formula_pixels(pixel_key, BATCH, 32, 32)).double()
-    targets = torch.tensor(TARGETS, dtype=torch.int64)
-    opt = torch.optim.SGD(model.parameters(), lr=STEP_LRS[0], momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    targets = torch.tensor(FINETUNE_TARGETS if finetune else TARGETS, dtype=torch.int64)
+    lrs = FINETUNE_LRS if finetune else STEP_LRS
+    opt = torch.optim.SGD(model.parameters(), lr=lrs[0], momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     losses, logits0 = [], None
-    for lr in STEP_LRS:
+    for lr in lrs:
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad()
         logits = model(x)
         if logits0 is None:
             logits0 = logits.detach().float()
-        loss = F.cross_entropy(logits, targets)
+        if finetune:
+            with torch.no_grad():
+                soft = teacher(x)
+            loss = distillation_loss(logits, soft, targets)
+        else:
+            loss = F.cross_entropy(logits, targets)
         loss.backward()
         opt.step()
         losses.append(loss.item())
     return initial, model.state_dict(), logits0, losses, kinks.closest
 
 
-def make_step_golden():
+def make_step_golden(finetune=False):
     # The first pixel key whose run keeps every ReLU input KINK_MARGIN away from zero.
     for attempt in range(200):
         pixel_key = f"pixels{attempt}"
-        initial, after, logits0, losses, closest = train_two_steps(pixel_key)
+        initial, after, logits0, losses, closest = train_two_steps(pixel_key, finetune)
         if closest >= KINK_MARGIN:
             break
     else:
         sys.exit("make_train_golden.py: no pixel key keeps the ReLU inputs away from their kinks")
-    targets = torch.tensor(TARGETS, dtype=torch.int64)
+    targets = torch.tensor(FINETUNE_TARGETS if finetune else TARGETS, dtype=torch.int64)
     tensors = [("targets", targets), ("logits0", logits0), ("loss", torch.tensor(losses, dtype=torch.float64))]
     for key in after:
         if key.endswith("num_batches_tracked"):
@@ -253,12 +299,18 @@ def make_step_golden():
         if is_trainable(key):
             tensors.append((f"delta.{key}", (after[key] - initial[key]).float()))
         else:
+            if finetune:
+                assert torch.equal(after[key], initial[key]), key  # frozen statistics
             tensors.append((f"after.{key}", after[key].float()))
-    meta = {"pixel_key": pixel_key, "mean": json.dumps(MEAN), "std": json.dumps(STD), "lr": json.dumps(STEP_LRS),
+    meta = {"pixel_key": pixel_key, "mean": json.dumps(MEAN), "std": json.dumps(STD), "lr": json.dumps(FINETUNE_LRS if finetune else STEP_LRS),
             "momentum": str(MOMENTUM), "weight_decay": str(WEIGHT_DECAY), "torch_version": torch.__version__,
             "closest_relu_input": f"{closest:.3e}"}
-    print(f"step: pixel key {pixel_key}, losses {losses}, closest ReLU input to its kink {closest:.2e}")
-    return write_checked(os.path.join(OUT_DIR, "step.golden.safetensors"), tensors, meta)
+    if finetune:
+        meta["temperature"] = repr(TEMPERATURE)
+        meta["distill_weight"] = repr(DISTILL_WEIGHT)
+    name = "finetune" if finetune else "step"
+    print(f"{name}: pixel key {pixel_key}, losses {losses}, closest ReLU input to its kink {closest:.2e}")
+    return write_checked(os.path.join(OUT_DIR, f"{name}.golden.safetensors"), tensors, meta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,7 +375,7 @@ def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     os.makedirs(OUT_DIR, exist_ok=True)
-    total = make_sgd_golden() + make_step_golden()
+    total = make_sgd_golden() + make_step_golden() + make_step_golden(finetune=True)
     print(f"total {total} bytes")
     if total > SIZE_BUDGET_BYTES:
         sys.exit(f"make_train_golden.py: {total} bytes, over the {SIZE_BUDGET_BYTES} byte budget")

@@ -17,6 +17,7 @@ namespace fs = std::filesystem;
 
 std::string data_path(const std::string& rel) { return std::string(SPADE_TEST_DATA_DIR) + "/" + rel; }
 std::string shared_path(const std::string& rel) { return std::string(SPADE_SHARED_DIR) + "/" + rel; }
+std::string repo_path(const std::string& rel) { return std::string(SPADE_TEST_DATA_DIR) + "/../../" + rel; }
 
 bool shared_available() {
   // SPADE_TEST_SKIP_SHARED: the sanitizer run (./setup.sh sanitize) leaves the real-data tests, which

@@ -14,6 +14,7 @@ namespace spade::test {
 
 std::string data_path(const std::string& rel);  // tests/data/<rel>
 std::string shared_path(const std::string& rel);  // ../shared/<rel>
+std::string repo_path(const std::string& rel);    // <rel> in the repository (e.g. models/...)
 bool shared_available();  // ../shared/models and ../shared/data present
 std::string temp_dir();   // a fresh directory under /tmp for this test run
 
