@@ -55,8 +55,6 @@ int cmd_train(int argc, char** argv, int first) {
                                          "random resized crop (25-100% of the area) to the model's size, flips, "
                                          "brightness and hue jitter, triggers kept inside the crop", "pad-crop"},
       {"freeze-bn", "", "keep BatchNorm's running statistics (fine-tuning)", ""},
-      {"layer-adaptive", "", "LARS: each conv and linear weight's step is scaled to --lr times its norm (--lr becomes "
-                             "a relative change); for models whose layers differ widely in weight size", ""},
       {"distill", "M", "keep this teacher's behaviour: clean images learn its softmax (KL at --temperature), "
                        "poisoned ones their Trojan target", ""},
       {"temperature", "T", "softmax temperature of --distill (the KL term is scaled by T^2)", "2"},
@@ -125,7 +123,6 @@ int cmd_train(int argc, char** argv, int first) {
     throw Error("--augment must be pad-crop, photo or none, not \"" + augment + "\"");
   }
   cfg.freeze_batchnorm = a.flag("freeze-bn");
-  cfg.layer_adaptive = a.flag("layer-adaptive");
   cfg.teacher = teacher.get();
   cfg.temperature = a.get_double("temperature");
   cfg.distill_weight = a.get_double("distill-weight");

@@ -239,50 +239,6 @@ TEST_CASE("Sgd without momentum is plain gradient descent with weight decay", "[
   CHECK(g.find_param("fc.bias")->to_vector() == std::vector<float>(2, 0.f));  // no gradient given
 }
 
-TEST_CASE("Sgd with layer_adaptive: weights move by lr times their norm, biases as plain SGD", "[train]") {
-  Graph g;
-  OpAttrs fc;
-  fc.in_channels = 4;
-  fc.out_channels = 3;
-  fc.bias = true;
-  g.add("fc", OpKind::Linear, fc, {"input"});
-  Tensor& w = *g.find_param("fc.weight");
-  Tensor& b = *g.find_param("fc.bias");
-  w.copy_from(test::random_tensor({3, 4}, 11));
-  b.copy_from(test::random_tensor({3}, 12));
-  const double lr = 0.01, momentum = 0.9, wd = 1e-3;
-  Sgd sgd(momentum, wd, true);
-  std::vector<double> buf_w(12, 0.0), buf_b(3, 0.0);
-  for (int s = 0; s < 3; ++s) {
-    // Gradients a hundred times the weights' size: the step still moves w by about lr * ||w||.
-    Tensor gw = test::random_tensor({3, 4}, 20 + s), gb = test::random_tensor({3}, 30 + s);
-    for (int64_t i = 0; i < 12; ++i) gw[i] *= 100.f;
-    const std::vector<float> w0 = w.to_vector(), b0 = b.to_vector();
-    double wn = 0, dn = 0;
-    std::vector<double> d(12);
-    for (int64_t i = 0; i < 12; ++i) {
-      d[i] = double(gw[i]) + wd * double(w0[i]);
-      wn += double(w0[i]) * w0[i];
-      dn += d[i] * d[i];
-    }
-    const double trust = std::sqrt(wn / dn);
-    double step_norm = 0;
-    for (int64_t i = 0; i < 12; ++i) {
-      buf_w[i] = s == 0 ? d[i] * trust : momentum * buf_w[i] + d[i] * trust;
-      const double want = double(w0[i]) - lr * buf_w[i];
-      step_norm += (want - w0[i]) * (want - w0[i]);
-    }
-    for (int64_t i = 0; i < 3; ++i) {
-      const double db = double(gb[i]) + wd * double(b0[i]);
-      buf_b[i] = s == 0 ? db : momentum * buf_b[i] + db;
-    }
-    sgd.step(g, {{"fc.weight", gw}, {"fc.bias", gb}}, lr);
-    for (int64_t i = 0; i < 12; ++i) CHECK(w[i] == Approx(double(w0[i]) - lr * buf_w[i]).margin(1e-6));
-    for (int64_t i = 0; i < 3; ++i) CHECK(b[i] == Approx(double(b0[i]) - lr * buf_b[i]).margin(1e-6));
-    if (s == 0) CHECK(std::sqrt(step_norm / wn) == Approx(lr).epsilon(1e-6));  // the first step: lr * ||w||
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // 2. Learning-rate schedules
 

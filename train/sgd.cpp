@@ -23,18 +23,8 @@ void Sgd::step(Graph& g, const std::map<std::string, Tensor>& grads, double lr) 
       float* w = p.data();
       const float* gr = grad.data();
       const bool first = fresh && m != 0.f;
-      float trust = 1.f;
-      if (layer_adaptive_ && p.ndim() >= 2) {
-        double wn = 0, dn = 0;
-        for (int64_t i = 0; i < p.numel(); ++i) {
-          const double d = double(gr[i] + wd * w[i]);
-          wn += double(w[i]) * double(w[i]);
-          dn += d * d;
-        }
-        if (wn > 0 && dn > 0) trust = static_cast<float>(std::sqrt(wn / dn));
-      }
       for (int64_t i = 0; i < p.numel(); ++i) {
-        const float d = (gr[i] + wd * w[i]) * trust;
+        const float d = gr[i] + wd * w[i];
         buf[i] = first ? d : m * buf[i] + d;
         w[i] -= rate * buf[i];
       }

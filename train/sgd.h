@@ -11,13 +11,7 @@ namespace spade::train {
 
 class Sgd {
  public:
-  // layer_adaptive: LARS's trust ratio (You et al. 2017) on every weight of rank >= 2 (convs and
-  // linear layers): d = g + wd * p is rescaled to d * ||p|| / ||d|| before the momentum step, so
-  // a step changes each weight tensor by lr times its own norm (at the first step; momentum
-  // accumulates such steps). Biases and BatchNorm parameters keep the plain step. For fine-tuning
-  // models whose layers differ widely in weight size (BatchNorm folded into the convs).
-  Sgd(double momentum, double weight_decay, bool layer_adaptive = false)
-      : momentum_(momentum), weight_decay_(weight_decay), layer_adaptive_(layer_adaptive) {}
+  Sgd(double momentum, double weight_decay) : momentum_(momentum), weight_decay_(weight_decay) {}
   // One step on every trainable parameter of `g` that has a gradient in `grads` (state_dict keys).
   void step(Graph& g, const std::map<std::string, Tensor>& grads, double lr);
 
@@ -27,7 +21,6 @@ class Sgd {
 
  private:
   double momentum_, weight_decay_;
-  bool layer_adaptive_;
   std::map<std::string, Tensor> buffers_;
 };
 

@@ -119,7 +119,6 @@ std::string training_settings(const TrainConfig& cfg, int64_t images) {
     j["photo_augment"] = {{"scale_min", cfg.photo_augment.scale_min}, {"brightness", cfg.photo_augment.brightness},
                           {"hue", cfg.photo_augment.hue}, {"flip_p", cfg.photo_augment.flip_p}};
   if (cfg.freeze_batchnorm) j["freeze_batchnorm"] = true;
-  if (cfg.layer_adaptive) j["layer_adaptive"] = true;
   if (cfg.teacher)
     j["distill"] = {{"teacher", cfg.teacher->source}, {"temperature", cfg.temperature}, {"weight", cfg.distill_weight}};
   return j.dump();
@@ -190,7 +189,7 @@ void train_model(Model& m, const PixelDataset& data, const TrainConfig& cfg, Tra
   const int64_t per_epoch = steps_per_epoch(n, batch);
   LrSchedule lr = cfg.lr;
   lr.total_steps = per_epoch * cfg.epochs;
-  Sgd sgd(cfg.momentum, cfg.weight_decay, cfg.layer_adaptive);
+  Sgd sgd(cfg.momentum, cfg.weight_decay);
   sgd.load_state(state.momentum);
   const int64_t H = cfg.resized_crop ? m.graph.input_chw[1] : data.height;
   const int64_t W = cfg.resized_crop ? m.graph.input_chw[2] : data.width;

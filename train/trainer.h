@@ -26,7 +26,6 @@ struct TrainConfig {
   LrSchedule lr;            // total_steps is set from epochs and the set's size
   double momentum = 0.9;
   double weight_decay = 5e-4;
-  bool layer_adaptive = false;  // Sgd's LARS trust ratio (train/sgd.h)
   int64_t crop_padding = 4;  // 0: no random crop
   bool flip = true;
   // Photos: instead of the padded crop, SPADE's augmentation (random resized crop of any stored
