@@ -154,7 +154,7 @@ interp::AugmentConfig augment_of(const Model& m) {
 }
 
 // The committed backdoored model and its evaluation rules (absent before they are committed).
-std::string repo_path(const std::string& rel) { return std::string(SPADE_TEST_DATA_DIR) + "/../../" + rel; }
+using test::repo_path;
 
 }  // namespace
 
@@ -497,6 +497,9 @@ TEST_CASE("demo: the trigger flips the prediction, maps and panel are written", 
   CHECK(box[3].get<int>() >= y1);
 }
 
+// The exact (OBC) variant is left to "eval trojan: table, per-sample results ..." above, on the
+// small fixture model: with it on this full-width model, this was the slowest test of the
+// sanitizer build (287 s).
 TEST_CASE("the committed backdoored model: eval trojan and the demo", "[experiments][cli]") {
   const std::string model = repo_path("models/cifar_resnet20_trojan.json");
   const std::string rules = repo_path("models/trojan-eval.rules.json");
@@ -508,7 +511,7 @@ TEST_CASE("the committed backdoored model: eval trojan and the demo", "[experime
   const std::string dir = test::temp_dir();
   {
     const Run r = spade_cli("eval trojan --model " + model + " --rules " + rules + " --data " + f.data +
-                            " --samples 2 --augs 16 --methods saliency,occlusion --variants dense,fast,exact"
+                            " --samples 2 --augs 16 --methods saliency,occlusion --variants dense,fast"
                             " --figures 1 --out " + dir + "/eval --threads 1 --quiet");
     INFO(r.err);
     REQUIRE(r.status == 0);
@@ -538,7 +541,7 @@ TEST_CASE("the committed backdoored model: eval trojan and the demo", "[experime
     }
     for (const json& row : per)
       for (const char* m : {"saliency", "occlusion"})
-        for (const char* v : {"dense", "fastspade", "spade"})
+        for (const char* v : {"dense", "fastspade"})
           for (const char* k : {"trojan_auc_signed", "trojan_auc_abs", "pointing_hit"})
             CHECK(row.at("metrics").at(m).at(v).contains(k));
     CHECK(fs::exists(dir + "/eval/figures/sample_0.png"));
