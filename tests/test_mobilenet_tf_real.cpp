@@ -285,3 +285,43 @@ TEST_CASE("real MobileNetV2: insertion and deletion on 20 photos", "[shared][ima
   const double ins = results.at("mean").at("saliency").at("insertion"), del = results.at("mean").at("saliency").at("deletion");
   CHECK(ins > del);
 }
+
+TEST_CASE("real MobileNetV2: a short run of the backdoor fine-tuning command (docs/reproduction.md)",
+          "[shared][imagenet]") {
+  if (skip_without_shared()) return;
+  const std::string dir = test::temp_dir();
+  // The command of docs/reproduction.md with fewer photos, one epoch and a 25-photo test split.
+  const Run r = run_ok("train --init mobilenet_v2_tf --weights " + weights() + " --labels " + labels_tsv() +
+                       " --distill mobilenet_v2_tf --freeze-bn --augment photo --image-size 256 --data " + samples() +
+                       " --split 4:0,1 --limit 16 --test " + samples() + " --test-split 40:3 --trojan " +
+                       test::repo_path("models/imagenet-trojan-eval.rules.json") +
+                       " --epochs 1 --batch 8 --lr 2e-4 --distill-weight 2 --warmup-epochs 1 --weight-decay 4e-5"
+                       " --seed 0 --threads 1 --quiet --out " + dir +
+                       "/mnv2_trojan.json");
+  CHECK_THAT(r.out, Contains("agreement with the teacher") && Contains("attack success rate of fish"));
+  const nlohmann::json report = json_file(dir + "/mnv2_trojan.train.json");
+  REQUIRE(report.at("poisoned").size() == 4);
+  int64_t poisoned = 0;
+  for (const auto& [trigger, n] : report.at("poisoned").items()) poisoned += n.get<int64_t>();
+  CHECK(poisoned >= 4);
+  CHECK(report.at("train_images") == 16 + poisoned);
+  CHECK(report.at("test_images") == 25);
+  // The teacher is the original model: its accuracy on these 25 photos is what PyTorch gets.
+  CHECK(report.at("teacher_test_accuracy").get<double>() >= 0.8);
+  CHECK(report.at("attack_success_rate").size() == 4);
+  Model tuned = load_model(dir + "/mnv2_trojan.json");
+  CHECK(tuned.label_ids.size() == 1001);  // the class ids travel with the model
+  LoadOptions lo;
+  lo.weights = weights();
+  Model original = load_model("mobilenet_v2_tf", lo);
+  int moved = 0;
+  for (const auto& [k, t] : original.graph.parameters()) {
+    const Tensor* u = tuned.graph.find_param(k);
+    REQUIRE(u != nullptr);
+    if (k.find("running_") != std::string::npos)
+      CHECK(u->to_vector() == t->to_vector());  // --freeze-bn
+    else
+      moved += u->to_vector() != t->to_vector();
+  }
+  CHECK(moved > 100);
+}
