@@ -93,6 +93,27 @@ std::vector<T> raw_entry(const SafetensorsFile& f, const std::string& name, DTyp
   return out;
 }
 
+// The golden files' 32x32 images from the pixel formula, labelled with `targets`. With
+// `poisoning`, a target of -1 is a clean image (label 0, no trigger) and any other a poisoned
+// image with a (nominal) trigger box.
+PixelDataset formula_dataset(const std::string& pixel_key, const std::vector<int64_t>& targets,
+                             bool poisoning = false) {
+  PixelDataset d;
+  d.source = "formula";
+  const uint32_t pixel_hash = fnv1a32(pixel_key);
+  for (int64_t n = 0; n < static_cast<int64_t>(targets.size()); ++n) {
+    Image im;
+    im.width = im.height = 32;
+    im.rgb.resize(32 * 32 * 3);
+    for (int64_t i = 0; i < 32 * 32 * 3; ++i)
+      im.rgb[i] = static_cast<uint8_t>(hash32(pixel_hash, uint64_t(n * 32 * 32 * 3 + i)) >> 24);
+    const bool poisoned = poisoning && targets[n] >= 0;
+    d.push_back(im, poisoned || !poisoning ? targets[n] : 0, "formula" + std::to_string(n),
+                poisoned ? Box{0, 0, 8, 8} : Box{});
+  }
+  return d;
+}
+
 // A deterministic random 8-bit image.
 Image random_image(int width, int height, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -307,17 +328,7 @@ TEST_CASE("two training steps of cifar_resnet20 (width 0.25) match PyTorch", "[t
   REQUIRE(losses.size() == 2);
   REQUIRE(targets.size() == 4);
 
-  PixelDataset d;
-  d.source = "formula";
-  const uint32_t pixel_hash = fnv1a32(meta.at("pixel_key"));
-  for (int64_t n = 0; n < 4; ++n) {
-    Image im;
-    im.width = im.height = 32;
-    im.rgb.resize(32 * 32 * 3);
-    for (int64_t i = 0; i < 32 * 32 * 3; ++i)
-      im.rgb[i] = static_cast<uint8_t>(hash32(pixel_hash, uint64_t(n * 32 * 32 * 3 + i)) >> 24);
-    d.push_back(im, targets[n], "formula" + std::to_string(n));
-  }
+  const PixelDataset d = formula_dataset(meta.at("pixel_key"), targets);
 
   auto check_against_golden = [&] {
     int checked = 0;
@@ -399,19 +410,7 @@ TEST_CASE("two fine-tuning steps (frozen BatchNorm, distillation from a teacher)
   REQUIRE(targets.size() == 4);
   REQUIRE(std::count(targets.begin(), targets.end(), -1) == 2);
 
-  // The formula's pixels; the poisoned rows carry a (nominal) trigger box and their target.
-  PixelDataset d;
-  d.source = "formula";
-  const uint32_t pixel_hash = fnv1a32(meta.at("pixel_key"));
-  for (int64_t n = 0; n < 4; ++n) {
-    Image im;
-    im.width = im.height = 32;
-    im.rgb.resize(32 * 32 * 3);
-    for (int64_t i = 0; i < 32 * 32 * 3; ++i)
-      im.rgb[i] = static_cast<uint8_t>(hash32(pixel_hash, uint64_t(n * 32 * 32 * 3 + i)) >> 24);
-    const bool poisoned = targets[n] >= 0;
-    d.push_back(im, poisoned ? targets[n] : 0, "formula" + std::to_string(n), poisoned ? Box{0, 0, 8, 8} : Box{});
-  }
+  const PixelDataset d = formula_dataset(meta.at("pixel_key"), targets, true);
 
   TrainConfig cfg;
   cfg.epochs = 2;

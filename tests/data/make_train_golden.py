@@ -75,6 +75,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from make_loss_golden import distillation_loss  # noqa: E402
 from safetensors_writer import tensor_bytes, write_safetensors  # noqa: E402
 
 OUT_DIR = os.path.join(HERE, "train")
@@ -228,19 +229,6 @@ TEMPERATURE = 2.0
 DISTILL_WEIGHT = 0.5
 
 
-def distillation_loss(s, t, targets):
-    """kernels::distillation_loss in PyTorch terms (as make_loss_golden.py)."""
-    rows = []
-    for i in range(s.shape[0]):
-        if targets[i] < 0:
-            kl = F.kl_div(F.log_softmax(s[i:i + 1] / TEMPERATURE, dim=1), F.softmax(t[i:i + 1] / TEMPERATURE, dim=1),
-                          reduction="none").sum()
-            rows.append(DISTILL_WEIGHT * TEMPERATURE * TEMPERATURE * kl)
-        else:
-            rows.append(F.cross_entropy(s[i:i + 1], targets[i:i + 1], reduction="sum"))
-    return torch.stack(rows).mean()
-
-
 def train_two_steps(pixel_key, finetune=False):
     """The reference run: (model before, model after, logits of the first step, losses, closest
     ReLU input to its kink over both forward passes). finetune: frozen BatchNorm statistics and
@@ -273,7 +261,7 @@ def train_two_steps(pixel_key, finetune=False):
         if finetune:
             with torch.no_grad():
                 soft = teacher(x)
-            loss = distillation_loss(logits, soft, targets)
+            loss = distillation_loss(logits, soft, targets, TEMPERATURE, DISTILL_WEIGHT)
         else:
             loss = F.cross_entropy(logits, targets)
         loss.backward()
