@@ -114,6 +114,22 @@ PixelDataset formula_dataset(const std::string& pixel_key, const std::vector<int
   return d;
 }
 
+// The golden runs' settings: two epochs of one full batch of four, no augmentation, a cosine
+// schedule from `lr`, momentum and weight decay from the file's metadata.
+TrainConfig golden_config(const std::map<std::string, std::string>& meta, double lr) {
+  TrainConfig cfg;
+  cfg.epochs = 2;
+  cfg.batch = 4;
+  cfg.crop_padding = 0;
+  cfg.flip = false;
+  cfg.lr.kind = Schedule::Cosine;
+  cfg.lr.base = lr;
+  cfg.momentum = std::stod(meta.at("momentum"));
+  cfg.weight_decay = std::stod(meta.at("weight_decay"));
+  cfg.seed = 3;
+  return cfg;
+}
+
 // A deterministic random 8-bit image.
 Image random_image(int width, int height, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -371,16 +387,7 @@ TEST_CASE("two training steps of cifar_resnet20 (width 0.25) match PyTorch", "[t
     check_against_golden();
   }
   SECTION("train_model: two epochs of one full batch, no augmentation, cosine schedule") {
-    TrainConfig cfg;
-    cfg.epochs = 2;
-    cfg.batch = 4;
-    cfg.crop_padding = 0;
-    cfg.flip = false;
-    cfg.lr.kind = Schedule::Cosine;
-    cfg.lr.base = lrs[0];
-    cfg.momentum = std::stod(meta.at("momentum"));
-    cfg.weight_decay = std::stod(meta.at("weight_decay"));
-    cfg.seed = 3;
+    const TrainConfig cfg = golden_config(meta, lrs[0]);
     TrainState state;
     std::vector<EpochStats> stats;
     train_model(m, d, cfg, state, {}, [&](const EpochStats& st, const TrainState&) { stats.push_back(st); });
@@ -412,20 +419,11 @@ TEST_CASE("two fine-tuning steps (frozen BatchNorm, distillation from a teacher)
 
   const PixelDataset d = formula_dataset(meta.at("pixel_key"), targets, true);
 
-  TrainConfig cfg;
-  cfg.epochs = 2;
-  cfg.batch = 4;
-  cfg.crop_padding = 0;
-  cfg.flip = false;
-  cfg.lr.kind = Schedule::Cosine;
-  cfg.lr.base = lrs[0];
-  cfg.momentum = std::stod(meta.at("momentum"));
-  cfg.weight_decay = std::stod(meta.at("weight_decay"));
+  TrainConfig cfg = golden_config(meta, lrs[0]);
   cfg.freeze_batchnorm = true;
   cfg.teacher = &teacher;
   cfg.temperature = std::stod(meta.at("temperature"));
   cfg.distill_weight = std::stod(meta.at("distill_weight"));
-  cfg.seed = 3;
   TrainState state;
   std::vector<EpochStats> stats;
   train_model(m, d, cfg, state, {}, [&](const EpochStats& st, const TrainState&) { stats.push_back(st); });
