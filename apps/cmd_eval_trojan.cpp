@@ -11,6 +11,7 @@
 
 #include "apps/cli.h"
 #include "apps/commands.h"
+#include "apps/sample_checkpoint.h"
 #include "apps/trojan_options.h"
 #include "engine/error.h"
 #include "formats/file_io.h"
@@ -51,6 +52,22 @@ std::string f2(double v) {
   return b;
 }
 
+// Every setting a sample's results depend on: a resumed run must match them all.
+nlohmann::json run_settings(const Args& a, const TrojanSetup& s, const std::vector<MethodSchedule>& schedules) {
+  nlohmann::json run = {{"model", s.model.source},     {"weights", a.get("weights")}, {"labels", a.get("labels")},
+                        {"num-classes", a.get("num-classes")}, {"width", a.get("width")},  {"data", a.get("data")},
+                        {"split", a.get("split")},     {"rules", s.rules.source},     {"methods", s.methods},
+                        {"variants", a.get("variants")}, {"augs", s.augs},            {"seed", s.seed},
+                        {"lime-samples", a.get("lime-samples")}, {"batch", s.batch},
+                        {"authors-threshold", a.flag("authors-threshold")}};
+  for (size_t k = 0; k < s.methods.size(); ++k) {
+    const std::string& src = schedules[k].source;
+    // A schedule file's text, not only its name: a retuned schedule is another run.
+    run["schedules"][s.methods[k]] = src.rfind("uniform ", 0) == 0 ? src : read_text_file(src);
+  }
+  return run;
+}
+
 }  // namespace
 
 int cmd_eval_trojan(int argc, char** argv, int first) {
@@ -60,6 +77,9 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
   opts.push_back({"variants", "LIST", "which maps: dense, fast (FastSPADE), exact (SPADE, OBC)", "dense,fast,exact"});
   opts.push_back({"figures", "K", "write a figure for each of the first K samples", "4"});
   opts.push_back({"out", "DIR", "writes DIR/table.md, DIR/results.json and DIR/figures/*.png", ""});
+  opts.push_back({"resume", "", "continue a stopped run: keep the samples DIR/partial.json holds (same settings; "
+                                "--samples and --threads may differ) and compute the rest", ""});
+  opts.push_back({"stop-after", "K", "stop after K new samples, leaving DIR/partial.json for --resume (0 = run to the end)", "0"});
   Args a("eval trojan",
          "Trojan AUC and pointing game of saliency maps from the dense model and its SPADE traces on triggered test "
          "images (odd-numbered test images; `spade tune` uses the even ones).",
@@ -72,6 +92,8 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
   const std::string out = a.require("out");
   const std::vector<Variant> variants = parse_variants(a.get("variants"));
   const int64_t figures = a.get_int("figures");
+  const int64_t stop_after = a.get_int("stop-after");
+  if (stop_after < 0) throw Error("--stop-after: must be 0 or more");
   const auto start = std::chrono::steady_clock::now();
   TrojanSetup s = trojan_setup(a, 1);
 
@@ -80,10 +102,27 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
 
   const size_t M = s.methods.size(), V = variants.size(), N = s.pool.samples.size();
   std::vector<std::vector<interp::TrojanScore>> scores(M, std::vector<interp::TrojanScore>(V));
-  nlohmann::json per_sample = nlohmann::json::array();
+  SampleCheckpoint checkpoint(join_path(out, "partial.json"), run_settings(a, s, schedules));
+  if (a.flag("resume")) checkpoint.load();
+  // A checkpoint with more samples than asked for serves the first N and stays for a longer run.
+  const size_t resumed = std::min(N, checkpoint.rows.size());
+  for (size_t i = 0; i < resumed; ++i) {
+    const nlohmann::json& row = checkpoint.rows[i];
+    if (row.at("image") != s.pool.samples[i].name || row.at("trigger") != s.pool.samples[i].trigger)
+      throw Error(checkpoint.path + ": sample " + std::to_string(i) + " is " + row.at("image").dump() +
+                  " there but " + s.pool.samples[i].name + " here; remove it or run without --resume");
+    for (size_t k = 0; k < M; ++k)
+      for (size_t v = 0; v < V; ++v) {
+        const nlohmann::json& m = row.at("metrics").at(s.methods[k]).at(variants[v].key);
+        scores[k][v].add_scores(m.at("trojan_auc_signed").get<double>(), m.at("trojan_auc_abs").get<double>(),
+                                m.at("pointing_hit").get<bool>());
+      }
+  }
+  if (resumed && !s.quiet) std::fprintf(stderr, "resumed: %zu of %zu samples done\n", resumed, N);
+  const double seconds_before = checkpoint.seconds;
   std::unique_ptr<Progress> bar;
   if (!s.quiet) bar = std::make_unique<Progress>("samples", static_cast<int64_t>(N));
-  for (size_t i = 0; i < N; ++i) {
+  for (size_t i = resumed; i < N; ++i) {
     const interp::TrojanSample& sample = s.pool.samples[i];
     // The Hessians only when a sparse variant needs them.
     std::unique_ptr<interp::SampleSolutions> solutions;
@@ -118,11 +157,20 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
       for (const Variant& v : variants) columns.push_back(v.title);
       save_png(join_path(out, "figures/sample_" + std::to_string(i) + ".png"), panel(cells, labels, columns, 4));
     }
-    per_sample.push_back(row);
+    checkpoint.rows.push_back(row);
+    checkpoint.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    checkpoint.save();
     if (bar) bar->update(static_cast<int64_t>(i + 1));
+    if (stop_after > 0 && static_cast<int64_t>(i + 1 - resumed) == stop_after && i + 1 < N) {
+      if (bar) bar->finish();
+      std::printf("stopped after %zu of %zu samples; continue with --resume (%s)\n", i + 1, N, checkpoint.path.c_str());
+      return 0;
+    }
   }
   if (bar) bar->finish();
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // Every run's time, the resumed ones' included.
+  const double seconds =
+      seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   // table.md: Trojan AUC per method and variant, the average, the pointing game.
   std::ostringstream md;
@@ -176,8 +224,9 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
   const nlohmann::json results = {{"model", s.model.source}, {"rules", s.rules.source}, {"samples", N},
                                   {"pool_tried", s.pool.tried}, {"augs", s.augs}, {"seed", s.seed},
                                   {"seconds", seconds}, {"settings", settings}, {"mean", means},
-                                  {"per_sample", per_sample}};
+                                  {"per_sample", nlohmann::json(checkpoint.rows.begin(), checkpoint.rows.begin() + static_cast<std::ptrdiff_t>(N))}};
   write_file_atomic(join_path(out, "results.json"), results.dump(1) + "\n");
+  if (checkpoint.rows.size() == N) std::filesystem::remove(checkpoint.path);  // results.json holds it all now
   std::fputs(md.str().c_str(), stdout);
   std::printf("wrote %s/table.md, results.json and figures/ (%.0f s)\n", out.c_str(), seconds);
   return 0;

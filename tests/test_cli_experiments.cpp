@@ -195,6 +195,7 @@ TEST_CASE("the experiment commands fail with one line and leave nothing behind",
       {"eval trojan --model cifar_resnet20 --data " + f.data + " --rules " + f.rules + " --out " + out, "no weights"},
       {"eval insertion --model cifar_resnet20 --data " + f.data + " --out " + out, "no weights"},
       {"eval trojan" + trojan + " --out " + out + " --samples 0", "--samples"},
+      {"eval trojan" + trojan + " --out " + out + " --stop-after -1", "--stop-after"},
       {"eval trojan" + base + " --rules " + dir + "/missing.rules.json --out " + out, "missing.rules.json"},
       {"tune" + trojan + " --out " + out + " --solver magic", "magic"},
       {"eval trojan" + trojan + " --out " + out + " --samples 1 --sparsity 2", "--sparsity"},
@@ -306,6 +307,59 @@ TEST_CASE("eval trojan: table, per-sample results the library reproduces, figure
   const Image fig = load_image(out + "/figures/sample_0.png");
   CHECK(fig.width > 5 * 32);  // image, trigger and three variant columns
   CHECK(fig.height > 2 * 32);  // two method rows
+}
+
+TEST_CASE("eval trojan: a stopped run resumes to the same results", "[experiments][cli]") {
+  const Fixture& f = fixture();
+  REQUIRE(f.kept[1] >= 2);
+  const std::string dir = test::temp_dir();
+  const std::string cmd = "eval trojan --model " + f.model + " --rules " + f.rules + " --data " + f.data +
+                          " --samples 2 --augs 16 --methods saliency,lrp --variants dense,fast --figures 0 --threads 1 --quiet";
+  const Run whole = spade_cli(cmd + " --out " + dir + "/whole");
+  REQUIRE(whole.status == 0);
+  CHECK(!fs::exists(dir + "/whole/partial.json"));
+  const json want = json::parse(slurp(dir + "/whole/results.json"));
+
+  // Stopped after one sample: the checkpoint holds it, nothing else is written.
+  const Run first = spade_cli(cmd + " --out " + dir + "/parts --stop-after 1");
+  INFO(first.err);
+  REQUIRE(first.status == 0);
+  CHECK(first.out.find("--resume") != std::string::npos);
+  CHECK(!fs::exists(dir + "/parts/results.json"));
+  const json partial = json::parse(slurp(dir + "/parts/partial.json"));
+  REQUIRE(partial.at("rows").size() == 1);
+  CHECK(partial.at("rows")[0] == want.at("per_sample")[0]);
+
+  SECTION("resumed with other settings: one line naming the checkpoint and the setting, checkpoint kept") {
+    const Run other = spade_cli(cmd + " --out " + dir + "/parts --resume --augs 8");
+    CHECK(other.status != 0);
+    CHECK(other.err.find("partial.json") != std::string::npos);
+    CHECK(other.err.find("augs") != std::string::npos);
+    CHECK(std::count(other.err.begin(), other.err.end(), '\n') == 1);
+    CHECK(json::parse(slurp(dir + "/parts/partial.json")) == partial);
+  }
+  SECTION("a corrupt checkpoint is named") {
+    write_text(dir + "/parts/partial.json", "{\"run\": ");
+    const Run bad = spade_cli(cmd + " --out " + dir + "/parts --resume");
+    CHECK(bad.status != 0);
+    CHECK(bad.err.find("partial.json: not a checkpoint") != std::string::npos);
+  }
+  SECTION("resumed: the second sample computed, results as one run's, checkpoint gone") {
+    const Run rest = spade_cli(cmd + " --out " + dir + "/parts --resume");
+    INFO(rest.err);
+    REQUIRE(rest.status == 0);
+    const json got = json::parse(slurp(dir + "/parts/results.json"));
+    CHECK(got.at("per_sample") == want.at("per_sample"));
+    CHECK(got.at("mean") == want.at("mean"));
+    CHECK(got.at("seconds").get<double>() >= partial.at("seconds").get<double>());
+    CHECK(slurp(dir + "/parts/table.md") == slurp(dir + "/whole/table.md"));
+    CHECK(!fs::exists(dir + "/parts/partial.json"));
+  }
+  SECTION("without --resume a run starts over") {
+    const Run again = spade_cli(cmd + " --out " + dir + "/parts --samples 1");
+    REQUIRE(again.status == 0);
+    CHECK(json::parse(slurp(dir + "/parts/results.json")).at("per_sample") == partial.at("rows"));
+  }
 }
 
 TEST_CASE("tune writes a schedule per method that eval trojan reads", "[experiments][cli]") {

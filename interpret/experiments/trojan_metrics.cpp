@@ -39,13 +39,17 @@ void TrojanScore::add(const Tensor& attribution, const std::vector<uint8_t>& mas
                       double* abs_auc, bool* hit) {
   const TrojanAuc t = trojan_auc(attribution, mask);
   const bool h = pointing_game(attribution, mask).hit;
-  signed_sum += t.signed_auc;
-  abs_sum += t.abs_auc;
-  hits += h;
-  ++n;
+  add_scores(t.signed_auc, t.abs_auc, h);
   if (signed_auc) *signed_auc = t.signed_auc;
   if (abs_auc) *abs_auc = t.abs_auc;
   if (hit) *hit = h;
+}
+
+void TrojanScore::add_scores(double signed_auc, double abs_auc, bool hit) {
+  signed_sum += signed_auc;
+  abs_sum += abs_auc;
+  hits += hit;
+  ++n;
 }
 
 double TrojanScore::auc() const { return n ? 100.0 * std::max(signed_sum, abs_sum) / double(n) : 0.0; }

@@ -27,6 +27,8 @@ struct TrojanScore {
   int64_t n = 0;
   void add(const Tensor& attribution, const std::vector<uint8_t>& mask, double* signed_auc = nullptr,
            double* abs_auc = nullptr, bool* hit = nullptr);
+  // One sample's scores computed before (a resumed run's).
+  void add_scores(double signed_auc, double abs_auc, bool hit);
   // 100 * max(mean signed AUC, mean absolute AUC): the paper's Trojan AUC.
   double auc() const;
   double pointing() const { return n ? 100.0 * hits / double(n) : 0.0; }  // % of hits
