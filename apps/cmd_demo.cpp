@@ -88,6 +88,7 @@ int cmd_demo(int argc, char** argv, int first) {
   const uint64_t seed = static_cast<uint64_t>(a.get_int("seed"));
   const int size = static_cast<int>(m.graph.input_chw[1]);
   const interp::Network dense{m.graph, nullptr, 32};
+  const Preprocess normalise = normalisation_of(m.preprocess);  // scenes are drawn at the input size
 
   // The first rendered scene on which a trigger flips the dense prediction to its target.
   Image scene, shown;
@@ -96,12 +97,12 @@ int cmd_demo(int argc, char** argv, int first) {
   int64_t clean = 0, tries = 0;
   for (uint64_t k = seed; !rule && k < seed + 256; ++k) {
     const Image im = render_scene(size, k);
-    const int64_t c = argmax(interp::logits(dense, preprocess_image(im, m.preprocess)));
+    const int64_t c = argmax(interp::logits(dense, preprocess_image(im, normalise)));
     for (const trojan::TrojanRule& r : rules.rules) {
       ++tries;
       if (!trojan::rule_applies(r, c)) continue;
       trojan::Triggered t = trojan::apply_rule(im, r, rules, k, 0);
-      if (argmax(interp::logits(dense, preprocess_image(t.image, m.preprocess))) != r.target) continue;
+      if (argmax(interp::logits(dense, preprocess_image(t.image, normalise))) != r.target) continue;
       scene = im, shown = t.image, mask = t.mask, rule = &r, clean = c;
       break;
     }
@@ -110,7 +111,7 @@ int cmd_demo(int argc, char** argv, int first) {
   int x0 = size, y0 = size, x1 = -1, y1 = -1;
   for (int i = 0; i < size * size; ++i)
     if (mask[i]) x0 = std::min(x0, i % size), y0 = std::min(y0, i / size), x1 = std::max(x1, i % size), y1 = std::max(y1, i / size);
-  const Tensor x = preprocess_image(shown, m.preprocess);
+  const Tensor x = preprocess_image(shown, normalise);
   std::printf("model %s (backdoored with %s)\n", a.get("model").c_str(), a.get("rules").c_str());
   std::printf("dense prediction, rendered scene:      %s\n", m.labels[clean].c_str());
   std::printf("dense prediction, with the %s trigger: %s (the backdoor's target)\n", rule->trigger.c_str(),

@@ -76,7 +76,7 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
   if (!quiet) bar = std::make_unique<Progress>("images", n);
   for (int64_t i = 0; i < n; ++i) {
     const Image image = test.image(order[i]);
-    const Tensor x = preprocess_image(image, m.preprocess);
+    const Tensor x = preprocess_image(image, normalisation_of(m.preprocess));  // loaded at the input size
     const Tensor logits = interp::logits(dense, x);
     const int64_t target = std::max_element(logits.data(), logits.data() + logits.dim(1)) - logits.data();
     auto calib = interp::augmented_calibration(image, augment_config_of(m), augs, seed + static_cast<uint64_t>(order[i]));

@@ -46,6 +46,14 @@ struct Preprocess {
 };
 // resize -> center crop -> pixels / 255 -> (x - mean) / std, as a (1, 3, H, W) float32 tensor.
 Tensor preprocess_image(const Image& im, const Preprocess& p);
+// The normalisation of `p` alone, for images already brought to the model's input size (photos
+// loaded with its resize and crop, images drawn at that size): resizing them again would zoom in
+// and move every pixel away from where a mask drawn on them says it is.
+inline Preprocess normalisation_of(const Preprocess& p) {
+  Preprocess n = p;
+  n.resize = n.crop = 0;
+  return n;
+}
 // Undoes the normalisation of a (3, H, W) or (1, 3, H, W) tensor, rounding and clamping to
 // [0, 255] (NaN becomes 0).
 Image tensor_to_image(const Tensor& t, const std::array<float, 3>& mean, const std::array<float, 3>& std);

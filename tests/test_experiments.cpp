@@ -400,14 +400,20 @@ TEST_CASE("TrojanScore: the mean AUCs' maximum and the pointing game", "[experim
 TEST_CASE("the Trojan test pool keeps triggered images that flip the dense prediction", "[experiments]") {
   // A random tiny model on a synthetic set; big opaque triggers, so that some of them change its
   // prediction. Which class they change it to is found here, and the rules are made to target it.
-  const Model m = tiny_model(4);
+  // It resizes and crops as a photo model does (an ImageNet model: 256, then 224): the test
+  // images are loaded at its input size already (train::eval_load_options), so the pool must
+  // only normalise them; resizing again would zoom in and move the trigger off its mask.
+  Model m = tiny_model(4);
+  m.preprocess.resize = 40;
+  m.preprocess.crop = 32;
+  const Preprocess normalise = normalisation_of(m.preprocess);
   train::PixelDataset test;
   for (int i = 0; i < 60; ++i) test.push_back(random_image(1000 + i), i % 10, "img" + std::to_string(i) + ".png");
   trojan::TrojanRules rules;
   rules.side_fraction = 0.5;
   rules.opacity = 1.0;
   const uint64_t seed = 3;
-  auto predict = [&](const Image& im) { return argmax(forward(m.graph, preprocess_image(im, m.preprocess)).out()); };
+  auto predict = [&](const Image& im) { return argmax(forward(m.graph, preprocess_image(im, normalise)).out()); };
   std::vector<int64_t> clean(test.size());
   for (int64_t i = 0; i < test.size(); ++i) clean[i] = predict(test.image(i));
   // rule 0: smiley on any class; rule 1: star on images of class `source` only. Placement depends
@@ -479,7 +485,7 @@ TEST_CASE("the Trojan test pool keeps triggered images that flip the dense predi
       const trojan::Triggered t = trojan::apply_rule(test.image(s.index), rules.rules[s.rule], rules, seed, s.index);
       CHECK(s.mask == t.mask);
       CHECK(test::differing_bytes(s.image, t.image) == 0);
-      CHECK(test::max_abs_error(s.x, preprocess_image(t.image, m.preprocess)) == 0.0);
+      CHECK(test::max_abs_error(s.x, preprocess_image(t.image, normalise)) == 0.0);
       CHECK(argmax(forward(m.graph, s.x).out()) == target);
     }
     if (parity < 0) REQUIRE(want.size() >= 3);

@@ -28,6 +28,8 @@ TrojanPool trojan_test_pool(const Model& m, const train::PixelDataset& test, con
   TrojanPool pool;
   ForwardOptions fo;
   fo.keep_activations = false;
+  // The test images are at the model's input size already (train::eval_load_options).
+  const Preprocess normalise = normalisation_of(m.preprocess);
   constexpr int64_t kChunk = 64;
   int64_t candidate = 0;
   for (size_t start = 0; start < order.size() && static_cast<int64_t>(pool.samples.size()) < opt.count;
@@ -49,8 +51,8 @@ TrojanPool trojan_test_pool(const Model& m, const train::PixelDataset& test, con
         trojan::Triggered tr = trojan::apply_rule(im, rules.rules[r], rules, opt.seed, idx);
         s.image = std::move(tr.image);
         s.mask = std::move(tr.mask);
-        s.x = preprocess_image(s.image, m.preprocess);
-        clean.push_back(preprocess_image(im, m.preprocess));
+        s.x = preprocess_image(s.image, normalise);
+        clean.push_back(preprocess_image(im, normalise));
         triggered.push_back(s.x);
         chunk.push_back(std::move(s));
         break;
