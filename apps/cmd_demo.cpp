@@ -142,7 +142,7 @@ int cmd_demo(int argc, char** argv, int first) {
     const double d = sd.auc(), f = sf.auc();
     std::printf("%-22s %12.1f %12.1f\n", method.c_str(), d, f);
     summary["trojan_auc"][method] = {{"dense", d}, {"fastspade", f}};
-    const Image hd = heatmap(abs_channel_sum(ad), MapScale::Absolute), hf = heatmap(abs_channel_sum(af), MapScale::Absolute);
+    const Image hd = heatmap(channel_sum(ad, SumPart::Absolute), MapScale::Absolute), hf = heatmap(channel_sum(af, SumPart::Absolute), MapScale::Absolute);
     save_png(join_path(out, "overlays/" + method + "_dense.png"), overlay(shown, hd));
     save_png(join_path(out, "overlays/" + method + "_fastspade.png"), overlay(shown, hf));
     rows.push_back({shown, mask_image(mask, shown), hd, hf});

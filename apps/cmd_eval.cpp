@@ -83,17 +83,19 @@ int cmd_eval(int argc, char** argv, int first) {
   if (what == "trojan") return cmd_eval_trojan(argc, argv, first + 1);
   if (what == "insertion") return cmd_eval_insertion(argc, argv, first + 1);
   if (what == "featurevis") return cmd_eval_featurevis(argc, argv, first + 1);
+  if (what == "gridpg") return cmd_eval_gridpg(argc, argv, first + 1);
   if (what.empty() || what == "--help" || what == "-h") {
     std::cout << "usage: spade eval <what> [options]\n\n"
                  "  accuracy   top-1 accuracy over an ImageFolder directory or tar\n"
                  "  saliency   insertion/deletion AUC, Trojan AUC and pointing game of saliency maps\n"
                  "  trojan     Trojan AUC and pointing game of Dense, FastSPADE and SPADE maps (the paper's Table 1)\n"
                  "  insertion  insertion/deletion of Dense and FastSPADE maps on clean images (the paper's Table 2)\n"
-                 "  featurevis which Score-CAM patch dense and SPADE visualisations resemble (the paper's Table 3)\n\n"
+                 "  featurevis which Score-CAM patch dense and SPADE visualisations resemble (the paper's Table 3)\n"
+                 "  gridpg     grid pointing game: how much of each map lies on the photo it explains, Dense vs SPADE\n\n"
                  "Run `spade eval <what> --help` for the options.\n";
     return what.empty() ? 2 : 0;
   }
-  throw Error("unknown evaluation \"" + what + "\" (available: accuracy, saliency, trojan, insertion, featurevis)");
+  throw Error("unknown evaluation \"" + what + "\" (available: accuracy, saliency, trojan, insertion, featurevis, gridpg)");
 }
 
 }  // namespace spade::cli

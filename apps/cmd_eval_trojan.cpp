@@ -13,6 +13,7 @@
 #include "apps/commands.h"
 #include "apps/sample_checkpoint.h"
 #include "apps/trojan_options.h"
+#include "apps/variant_table.h"
 #include "engine/error.h"
 #include "formats/file_io.h"
 #include "formats/heatmap.h"
@@ -20,66 +21,14 @@
 
 namespace spade::cli {
 
-namespace {
-
-struct Variant {
-  std::string key, title;
-  bool dense;
-  interp::Solver solver;
-};
-
-std::vector<Variant> parse_variants(const std::string& arg) {
-  std::vector<Variant> out;
-  std::stringstream ss(arg);
-  std::string v;
-  while (std::getline(ss, v, ',')) {
-    if (v == "dense")
-      out.push_back({"dense", "Dense", true, interp::Solver::SparseGPT});
-    else if (v == "fast")
-      out.push_back({"fastspade", "FastSPADE", false, interp::Solver::SparseGPT});
-    else if (v == "exact")
-      out.push_back({"spade", "SPADE", false, interp::Solver::OBC});
-    else
-      throw Error("--variants: unknown variant \"" + v + "\" (available: dense, fast, exact)");
-  }
-  if (out.empty()) throw Error("--variants: none given");
-  return out;
-}
-
-std::string f2(double v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.2f", v);
-  return b;
-}
-
-// Every setting a sample's results depend on: a resumed run must match them all.
-nlohmann::json run_settings(const Args& a, const TrojanSetup& s, const std::vector<MethodSchedule>& schedules) {
-  nlohmann::json run = {{"model", s.model.source},     {"weights", a.get("weights")}, {"labels", a.get("labels")},
-                        {"num-classes", a.get("num-classes")}, {"width", a.get("width")},  {"data", a.get("data")},
-                        {"split", a.get("split")},     {"rules", s.rules.source},     {"methods", s.methods},
-                        {"variants", a.get("variants")}, {"augs", s.augs},            {"seed", s.seed},
-                        {"lime-samples", a.get("lime-samples")}, {"batch", s.batch},
-                        {"authors-threshold", a.flag("authors-threshold")}};
-  for (size_t k = 0; k < s.methods.size(); ++k) {
-    const std::string& src = schedules[k].source;
-    // A schedule file's text, not only its name: a retuned schedule is another run.
-    run["schedules"][s.methods[k]] = src.rfind("uniform ", 0) == 0 ? src : read_text_file(src);
-  }
-  return run;
-}
-
-}  // namespace
-
 int cmd_eval_trojan(int argc, char** argv, int first) {
   std::vector<Option> opts = model_options();
   add_trojan_options(opts, 100);
   add_schedule_options(opts);
-  opts.push_back({"variants", "LIST", "which maps: dense, fast (FastSPADE), exact (SPADE, OBC)", "dense,fast,exact"});
+  add_variants_option(opts);
   opts.push_back({"figures", "K", "write a figure for each of the first K samples", "4"});
   opts.push_back({"out", "DIR", "writes DIR/table.md, DIR/results.json and DIR/figures/*.png", ""});
-  opts.push_back({"resume", "", "continue a stopped run: keep the samples DIR/partial.json holds (same settings; "
-                                "--samples and --threads may differ) and compute the rest", ""});
-  opts.push_back({"stop-after", "K", "stop after K new samples, leaving DIR/partial.json for --resume (0 = run to the end)", "0"});
+  add_resume_options(opts, "samples");
   Args a("eval trojan",
          "Trojan AUC and pointing game of saliency maps from the dense model and its SPADE traces on triggered test "
          "images (odd-numbered test images; `spade tune` uses the even ones).",
@@ -102,7 +51,9 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
 
   const size_t M = s.methods.size(), V = variants.size(), N = s.pool.samples.size();
   std::vector<std::vector<interp::TrojanScore>> scores(M, std::vector<interp::TrojanScore>(V));
-  SampleCheckpoint checkpoint(join_path(out, "partial.json"), run_settings(a, s, schedules));
+  nlohmann::json run = experiment_run(a, s.model, s, schedules);
+  run["rules"] = s.rules.source;
+  SampleCheckpoint checkpoint(join_path(out, "partial.json"), run, start);
   if (a.flag("resume")) checkpoint.load();
   // A checkpoint with more samples than asked for serves the first N and stays for a longer run.
   const size_t resumed = std::min(N, checkpoint.rows.size());
@@ -119,7 +70,6 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
       }
   }
   if (resumed && !s.quiet) std::fprintf(stderr, "resumed: %zu of %zu samples done\n", resumed, N);
-  const double seconds_before = checkpoint.seconds;
   std::unique_ptr<Progress> bar;
   if (!s.quiet) bar = std::make_unique<Progress>("samples", static_cast<int64_t>(N));
   for (size_t i = resumed; i < N; ++i) {
@@ -145,7 +95,7 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
         scores[k][v].add(attr, sample.mask, &sa, &aa, &hit);
         row["metrics"][s.methods[k]][variants[v].key] = {{"trojan_auc_signed", sa}, {"trojan_auc_abs", aa},
                                                          {"pointing_hit", hit}};
-        if (static_cast<int64_t>(i) < figures) cells_row.push_back(heatmap(abs_channel_sum(attr), MapScale::Absolute));
+        if (static_cast<int64_t>(i) < figures) cells_row.push_back(heatmap(channel_sum(attr, SumPart::Absolute), MapScale::Absolute));
       }
       if (static_cast<int64_t>(i) < figures) {
         cells.push_back(cells_row);
@@ -157,65 +107,45 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
       for (const Variant& v : variants) columns.push_back(v.title);
       save_png(join_path(out, "figures/sample_" + std::to_string(i) + ".png"), panel(cells, labels, columns, 4));
     }
-    checkpoint.rows.push_back(row);
-    checkpoint.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    checkpoint.save();
+    checkpoint.add(std::move(row));
     if (bar) bar->update(static_cast<int64_t>(i + 1));
-    if (stop_after > 0 && static_cast<int64_t>(i + 1 - resumed) == stop_after && i + 1 < N) {
+    if (checkpoint.stop_here(stop_after, resumed, i + 1, N, "samples")) {
       if (bar) bar->finish();
-      std::printf("stopped after %zu of %zu samples; continue with --resume (%s)\n", i + 1, N, checkpoint.path.c_str());
       return 0;
     }
   }
   if (bar) bar->finish();
-  // Every run's time, the resumed ones' included.
-  const double seconds =
-      seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = checkpoint.total_seconds();  // every run's time, the resumed ones' included
 
-  // table.md: Trojan AUC per method and variant, the average, the pointing game.
+  // table.md: Trojan AUC per method and variant with the differences to Dense, the pointing game.
+  // Per sample, the side (signed or absolute) each variant's aggregate takes, so that the mean
+  // difference is exactly the difference of the table's Trojan AUCs.
+  auto per_sample_auc = [&](size_t k, size_t v) {
+    const char* side = scores[k][v].signed_sum >= scores[k][v].abs_sum ? "trojan_auc_signed" : "trojan_auc_abs";
+    std::vector<double> values;
+    for (size_t i = 0; i < N; ++i)
+      values.push_back(100.0 * checkpoint.rows[i].at("metrics").at(s.methods[k]).at(variants[v].key).at(side).get<double>());
+    return values;
+  };
+  auto auc = [&](size_t k, size_t v) { return scores[k][v].auc(); };
+  auto pointing = [&](size_t k, size_t v) { return scores[k][v].pointing(); };
+  const VariantTable aucs = variant_table(s.methods, variants, auc, per_sample_auc);
   std::ostringstream md;
-  md << "Trojan AUC (%), " << N << " samples, model " << s.model.source << ", rules " << s.rules.source << "\n\n| method |";
-  for (const Variant& v : variants) md << " " << v.title << " |";
-  md << "\n| --- |";
-  for (size_t v = 0; v < V; ++v) md << " --- |";
-  md << "\n";
-  std::vector<double> avg(V, 0.0), hit_avg(V, 0.0);
+  md << "Trojan AUC (%), " << N << " samples, model " << s.model.source << ", rules " << s.rules.source << "\n\n"
+     << aucs.markdown << "\nPointing game (% of samples whose most salient pixel is on the trigger)\n\n"
+     << variant_table(s.methods, variants, pointing).markdown
+     << wins_summary(aucs, s.methods, variants, auc, "Trojan AUC");
   nlohmann::json means;
-  for (size_t k = 0; k < M; ++k) {
-    md << "| " << s.methods[k] << " |";
+  for (size_t k = 0; k < M; ++k)
     for (size_t v = 0; v < V; ++v) {
-      md << " " << f2(scores[k][v].auc()) << " |";
-      avg[v] += scores[k][v].auc() / double(M);
-      hit_avg[v] += scores[k][v].pointing() / double(M);
-      means[s.methods[k]][variants[v].key] = {{"trojan_auc", scores[k][v].auc()},
-                                              {"pointing_game", scores[k][v].pointing()},
-                                              {"mean_signed_auc", 100 * scores[k][v].signed_sum / double(N)},
-                                              {"mean_abs_auc", 100 * scores[k][v].abs_sum / double(N)}};
+      nlohmann::json& e = means[s.methods[k]][variants[v].key];
+      e = {{"trojan_auc", auc(k, v)},
+           {"pointing_game", pointing(k, v)},
+           {"mean_signed_auc", 100 * scores[k][v].signed_sum / double(N)},
+           {"mean_abs_auc", 100 * scores[k][v].abs_sum / double(N)}};
+      if (aucs.differences.contains(s.methods[k]) && aucs.differences[s.methods[k]].contains(variants[v].key))
+        e["difference_to_dense"] = aucs.differences[s.methods[k]][variants[v].key];
     }
-    md << "\n";
-  }
-  md << "| **average** |";
-  for (size_t v = 0; v < V; ++v) md << " **" << f2(avg[v]) << "** |";
-  md << "\n\nPointing game (% of samples whose most salient pixel is on the trigger)\n\n| method |";
-  for (const Variant& v : variants) md << " " << v.title << " |";
-  md << "\n| --- |";
-  for (size_t v = 0; v < V; ++v) md << " --- |";
-  md << "\n";
-  for (size_t k = 0; k < M; ++k) {
-    md << "| " << s.methods[k] << " |";
-    for (size_t v = 0; v < V; ++v) md << " " << f2(scores[k][v].pointing()) << " |";
-    md << "\n";
-  }
-  md << "| **average** |";
-  for (size_t v = 0; v < V; ++v) md << " **" << f2(hit_avg[v]) << "** |";
-  md << "\n";
-  if (V > 1 && variants[0].dense)
-    for (size_t v = 1; v < V; ++v) {
-      int wins = 0;
-      for (size_t k = 0; k < M; ++k) wins += scores[k][v].auc() > scores[k][0].auc();
-      md << "\n" << variants[v].title << " beats Dense on " << wins << " of " << M << " methods (Trojan AUC).";
-    }
-  md << "\n";
   write_file_atomic(join_path(out, "table.md"), md.str());
 
   nlohmann::json settings;

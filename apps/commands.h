@@ -14,6 +14,7 @@ int cmd_demo(int argc, char** argv, int first);
 int cmd_visualize(int argc, char** argv, int first);
 int cmd_eval_trojan(int argc, char** argv, int first);    // `spade eval trojan`
 int cmd_eval_insertion(int argc, char** argv, int first); // `spade eval insertion`
+int cmd_eval_gridpg(int argc, char** argv, int first);    // `spade eval gridpg`
 int cmd_eval_saliency(int argc, char** argv, int first);  // `spade eval saliency`
 int cmd_eval_featurevis(int argc, char** argv, int first); // `spade eval featurevis`
 

@@ -28,7 +28,8 @@ void usage() {
                "  tune            per-block sparsity search maximising the Trojan AUC (the paper's tuning)\n"
                "  eval trojan     Trojan AUC and pointing game of Dense, FastSPADE and SPADE maps (Table 1)\n"
                "  eval insertion  insertion/deletion of Dense and FastSPADE maps on clean images (Table 2)\n"
-               "  eval featurevis which Score-CAM patch dense and SPADE visualisations resemble (Table 3)\n\n"
+               "  eval featurevis which Score-CAM patch dense and SPADE visualisations resemble (Table 3)\n"
+               "  eval gridpg     grid pointing game of Dense, FastSPADE and SPADE maps on grids of photos\n\n"
                "Run `spade <command> --help` for the options of each command.\n";
 }
 

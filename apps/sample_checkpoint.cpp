@@ -1,5 +1,6 @@
 #include "apps/sample_checkpoint.h"
 
+#include <cstdio>
 #include <filesystem>
 
 #include "engine/error.h"
@@ -25,7 +26,25 @@ void SampleCheckpoint::load() {
                   (there.contains(key) ? there[key].dump() : std::string("absent")) + " there, " + value.dump() +
                   " here); remove it or run without --resume");
   rows = j["rows"];
-  seconds = j["seconds"].get<double>();
+  seconds = seconds_before_ = j["seconds"].get<double>();
+}
+
+void add_resume_options(std::vector<Option>& opts, const std::string& unit) {
+  opts.push_back({"resume", "", "continue a stopped run: keep the " + unit + " DIR/partial.json holds (same settings; --" + unit +
+                                    " and --threads may differ) and compute the rest", ""});
+  opts.push_back({"stop-after", "K", "stop after K new " + unit + ", leaving DIR/partial.json for --resume (0 = run to the end)", "0"});
+}
+
+void SampleCheckpoint::add(nlohmann::json row) {
+  rows.push_back(std::move(row));
+  seconds = total_seconds();
+  save();
+}
+
+bool SampleCheckpoint::stop_here(int64_t stop_after, size_t resumed, size_t done, size_t total, const std::string& unit) const {
+  if (stop_after <= 0 || static_cast<int64_t>(done - resumed) != stop_after || done >= total) return false;
+  std::printf("stopped after %zu of %zu %s; continue with --resume (%s)\n", done, total, unit.c_str(), path.c_str());
+  return true;
 }
 
 void SampleCheckpoint::save() const {

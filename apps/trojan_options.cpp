@@ -1,8 +1,10 @@
 #include "apps/trojan_options.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 
 #include "apps/method_options.h"
 #include "apps/trace_options.h"
@@ -13,15 +15,10 @@
 
 namespace spade::cli {
 
-void add_trojan_options(std::vector<Option>& opts, int64_t default_samples) {
-  opts.push_back({"data", "DIR|FILE.tar", "test images the triggers are pasted on (ImageFolder tree or tar)", ""});
-  opts.push_back({"split", "M:R[,R]", "use the test images whose index mod M is one of the R (default: tune takes the "
-                                      "even-numbered ones, eval trojan the odd ones)", ""});
-  opts.push_back({"rules", "RULES.json", "the model's Trojan rules (models/*.rules.json)", ""});
+void add_experiment_options(std::vector<Option>& opts) {
   opts.push_back({"methods", "NAME[,NAME..]|all", "saliency methods (all = the paper's ten)", "all"});
-  opts.push_back({"samples", "N", "pool samples: triggered images the dense model is fooled by", std::to_string(default_samples)});
   opts.push_back({"augs", "N", "augmentations per sample for the SPADE Hessians", "256"});
-  opts.push_back({"seed", "S", "pool order, trigger placement, augmentations and method randomness", "0"});
+  opts.push_back({"seed", "S", "sample order, trigger placement, augmentations and method randomness", "0"});
   opts.push_back({"lime-samples", "N", "LIME perturbations per map (the paper: 1000)", "1000"});
   opts.push_back({"batch", "B", "images per forward/backward pass", "32"});
   opts.push_back({"authors-threshold", "", "FastSPADE: the authors' mask threshold (prunes one weight more per block, "
@@ -30,25 +27,42 @@ void add_trojan_options(std::vector<Option>& opts, int64_t default_samples) {
   opts.push_back({"quiet", "", "no progress bars", ""});
 }
 
+void add_trojan_options(std::vector<Option>& opts, int64_t default_samples) {
+  opts.push_back({"data", "DIR|FILE.tar", "test images the triggers are pasted on (ImageFolder tree or tar)", ""});
+  opts.push_back({"split", "M:R[,R]", "use the test images whose index mod M is one of the R (default: tune takes the "
+                                      "even-numbered ones, eval trojan the odd ones)", ""});
+  opts.push_back({"rules", "RULES.json", "the model's Trojan rules (models/*.rules.json)", ""});
+  opts.push_back({"samples", "N", "pool samples: triggered images the dense model is fooled by", std::to_string(default_samples)});
+  add_experiment_options(opts);
+}
+
+ExperimentSetup experiment_setup(const Args& a, const Model& m) {
+  ExperimentSetup s;
+  s.quiet = a.flag("quiet");
+  s.methods = a.get("methods") == "all" ? interp::paper_methods() : parse_methods(a.get("methods"));
+  s.seed = static_cast<uint64_t>(a.get_int("seed"));
+  for (const std::string& name : s.methods) {
+    s.params.push_back(interp::experiment_params(name, m, a.get_int("lime-samples")));
+    s.params.back().seed = s.seed;
+  }
+  s.augs = a.get_int("augs");
+  s.batch = a.get_int("batch");
+  if (s.augs < 1 || s.batch < 1) throw Error("--augs and --batch must be at least 1");
+  check_batch_memory(a, m, s.batch, PassKind::ForwardBackward);
+  s.prune.batch = s.batch;
+  s.prune.authors_threshold = a.flag("authors-threshold");
+  return s;
+}
+
 TrojanSetup trojan_setup(const Args& a, int parity) {
   TrojanSetup s;
-  s.quiet = a.flag("quiet");
   s.model = load_model_from(a);
   if (s.model.weights_path.empty())
     throw Error(s.model.source + ": no weights: give --weights FILE or a model .json that names its weights");
   s.rules = trojan::load_rules(a.require("rules"), s.model.labels, s.model.label_ids);
-  s.methods = a.get("methods") == "all" ? interp::paper_methods() : parse_methods(a.get("methods"));
-  for (const std::string& m : s.methods)
-    s.params.push_back(interp::experiment_params(m, s.model, a.get_int("lime-samples")));
-  s.seed = static_cast<uint64_t>(a.get_int("seed"));
-  for (auto& p : s.params) p.seed = s.seed;
-  s.augs = a.get_int("augs");
-  s.batch = a.get_int("batch");
   const int64_t count = a.get_int("samples");
-  if (s.augs < 1 || s.batch < 1 || count < 1) throw Error("--augs, --batch and --samples must be at least 1");
-  check_batch_memory(a, s.model, s.batch, PassKind::ForwardBackward);
-  s.prune.batch = s.batch;
-  s.prune.authors_threshold = a.flag("authors-threshold");
+  if (count < 1) throw Error("--samples must be at least 1");
+  static_cast<ExperimentSetup&>(s) = experiment_setup(a, s.model);
 
   std::unique_ptr<Progress> bar;
   train::PixelLoadOptions load = train::eval_load_options(s.model.preprocess);
@@ -82,9 +96,9 @@ TrojanSetup trojan_setup(const Args& a, int parity) {
   return s;
 }
 
-interp::SampleSolutions sample_solutions(const TrojanSetup& s, const interp::TrojanSample& sample) {
-  auto calib = interp::augmented_calibration(sample.image, augment_config_of(s.model), s.augs, s.seed + static_cast<uint64_t>(sample.index));
-  return interp::SampleSolutions(s.model.graph, *calib, s.prune);
+interp::SampleSolutions sample_solutions(const Model& m, const ExperimentSetup& s, const Image& image, uint64_t index) {
+  auto calib = interp::augmented_calibration(image, augment_config_of(m), s.augs, s.seed + index);
+  return interp::SampleSolutions(m.graph, *calib, s.prune);
 }
 
 void add_schedule_options(std::vector<Option>& opts, const std::string& default_dir) {
@@ -106,13 +120,58 @@ std::vector<MethodSchedule> method_schedules(const Args& a, const std::vector<st
   return out;
 }
 
-Tensor abs_channel_sum(const Tensor& a) {
+void add_variants_option(std::vector<Option>& opts) {
+  opts.push_back({"variants", "LIST", "which maps: dense, fast (FastSPADE), exact (SPADE, OBC)", "dense,fast,exact"});
+}
+
+std::vector<Variant> parse_variants(const std::string& arg) {
+  std::vector<Variant> out;
+  std::stringstream ss(arg);
+  std::string v;
+  while (std::getline(ss, v, ',')) {
+    if (v == "dense")
+      out.push_back({"dense", "Dense", true, interp::Solver::SparseGPT});
+    else if (v == "fast")
+      out.push_back({"fastspade", "FastSPADE", false, interp::Solver::SparseGPT});
+    else if (v == "exact")
+      out.push_back({"spade", "SPADE", false, interp::Solver::OBC});
+    else
+      throw Error("--variants: unknown variant \"" + v + "\" (available: dense, fast, exact)");
+  }
+  if (out.empty()) throw Error("--variants: none given");
+  return out;
+}
+
+nlohmann::json experiment_run(const Args& a, const Model& m, const ExperimentSetup& s,
+                              const std::vector<MethodSchedule>& schedules) {
+  nlohmann::json run = {{"model", m.source},
+                        {"weights", a.get("weights")},
+                        {"labels", a.get("labels")},
+                        {"num-classes", a.get("num-classes")},
+                        {"width", a.get("width")},
+                        {"data", a.get("data")},
+                        {"split", a.get("split")},
+                        {"methods", s.methods},
+                        {"variants", a.get("variants")},
+                        {"augs", s.augs},
+                        {"seed", s.seed},
+                        {"lime-samples", a.get("lime-samples")},
+                        {"batch", s.batch},
+                        {"authors-threshold", a.flag("authors-threshold")}};
+  for (size_t k = 0; k < s.methods.size(); ++k) {
+    const std::string& src = schedules[k].source;
+    run["schedules"][s.methods[k]] = src.rfind("uniform ", 0) == 0 ? src : read_text_file(src);
+  }
+  return run;
+}
+
+Tensor channel_sum(const Tensor& a, SumPart part) {
   const int64_t C = a.dim(1), HW = a.dim(2) * a.dim(3);
   Tensor m({a.dim(2), a.dim(3)});
   for (int64_t i = 0; i < HW; ++i) {
     double s = 0.0;
     for (int64_t c = 0; c < C; ++c) s += a[c * HW + i];
-    m[i] = static_cast<float>(std::fabs(s));
+    m[i] = static_cast<float>(part == SumPart::Absolute ? std::fabs(s) : std::max(0.0, s));
   }
   return m;
 }

@@ -301,6 +301,27 @@ TEST_CASE("eval trojan: table, per-sample results the library reproduces, figure
   CHECK(table.find(average) != std::string::npos);
   CHECK(r.out.find("| saliency |") != std::string::npos);
 
+  // Beside each sparse variant: its difference to Dense, the mean of per-sample differences of the
+  // side each aggregate takes (so exactly the difference of the table's numbers), and its SE.
+  CHECK(table.find("| FastSPADE - Dense (SE) | SPADE - Dense (SE) |") != std::string::npos);
+  auto side_values = [&](int v) {
+    const char* side = sums[v][0] >= sums[v][1] ? "trojan_auc_signed" : "trojan_auc_abs";
+    std::vector<double> x;
+    for (const json& row : per) x.push_back(100.0 * row.at("metrics").at("saliency").at(variants[v]).at(side).get<double>());
+    return x;
+  };
+  for (int v = 1; v < 3; ++v) {
+    INFO(variants[v]);
+    const json& d = res.at("mean").at("saliency").at(variants[v]).at("difference_to_dense");
+    const std::vector<double> a = side_values(v), b = side_values(0);
+    const double d0 = a[0] - b[0], d1 = a[1] - b[1];
+    CHECK(d.at("mean").get<double>() == Approx((d0 + d1) / 2.0).margin(1e-9));
+    CHECK(d.at("mean").get<double>() ==
+          Approx(res.at("mean").at("saliency").at(variants[v]).at("trojan_auc").get<double>() -
+                 res.at("mean").at("saliency").at("dense").at("trojan_auc").get<double>()).margin(1e-9));
+    CHECK(d.at("se").get<double>() == Approx(std::fabs(d0 - d1) / 2.0).margin(1e-9));  // n = 2: sd = |d0 - d1| / sqrt(2)
+  }
+
   // --figures 1: the first sample's panel only.
   CHECK(fs::exists(out + "/figures/sample_0.png"));
   CHECK(!fs::exists(out + "/figures/sample_1.png"));
