@@ -120,8 +120,8 @@ std::vector<MethodSchedule> method_schedules(const Args& a, const std::vector<st
   return out;
 }
 
-void add_variants_option(std::vector<Option>& opts) {
-  opts.push_back({"variants", "LIST", "which maps: dense, fast (FastSPADE), exact (SPADE, OBC)", "dense,fast,exact"});
+void add_variants_option(std::vector<Option>& opts, const std::string& default_variants) {
+  opts.push_back({"variants", "LIST", "which maps: dense, fast (FastSPADE), exact (SPADE, OBC)", default_variants});
 }
 
 std::vector<Variant> parse_variants(const std::string& arg) {

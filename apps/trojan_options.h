@@ -62,7 +62,7 @@ struct Variant {
   bool dense;
   interp::Solver solver;
 };
-void add_variants_option(std::vector<Option>& opts);
+void add_variants_option(std::vector<Option>& opts, const std::string& default_variants = "dense,fast,exact");
 // "dense,fast,exact" -> Dense, FastSPADE (SparseGPT), SPADE (OBC); throws Error naming --variants.
 std::vector<Variant> parse_variants(const std::string& arg);
 

@@ -529,6 +529,18 @@ TEST_CASE("eval insertion: dense and FastSPADE insertion/deletion on clean image
   CHECK(table.find("| saliency | " + f2(ins) + " | ") != std::string::npos);
   CHECK(table.find("| **average** | **" + f2(ins) + "** |") != std::string::npos);
   CHECK(res.at("mean").at("saliency").at("dense").at("deletion").get<double>() == Approx(del).margin(1e-9));
+  CHECK(table.find("| FastSPADE - Dense (SE) |") != std::string::npos);
+
+  // Stopped after one image and resumed: the same results as one run.
+  const std::string cmd = "eval insertion --model " + f.model + " --data " + f.data +
+                          " --samples 2 --augs 16 --methods saliency --threads 1 --quiet --out " + out + "_parts";
+  REQUIRE(spade_cli(cmd + " --stop-after 1").status == 0);
+  CHECK(json::parse(slurp(out + "_parts/partial.json")).at("rows").size() == 1);
+  const Run rest = spade_cli(cmd + " --resume");
+  INFO(rest.err);
+  REQUIRE(rest.status == 0);
+  CHECK(json::parse(slurp(out + "_parts/results.json")).at("per_image") == per);
+  CHECK(slurp(out + "_parts/table.md") == table);
 }
 
 TEST_CASE("demo: the trigger flips the prediction, maps and panel are written", "[experiments][cli]") {
