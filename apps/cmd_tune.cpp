@@ -1,5 +1,6 @@
-// spade tune: the paper's greedy per-block sparsity search on a tuning Trojan model (SPADE.md 2.5);
-// writes one schedule per method, which `spade eval trojan --sparsity-dir` reads.
+// spade tune: the paper's greedy per-block sparsity search (SPADE.md 2.5), on a tuning Trojan model
+// (the Trojan AUC) or on clean images (the insertion metric: FastSPADE*); writes one schedule per
+// method, which the evaluations' --sparsity-dir reads.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -11,6 +12,8 @@
 #include "engine/error.h"
 #include "formats/file_io.h"
 #include "interpret/experiments/tune.h"
+#include "train/dataset.h"
+#include "train/trainer.h"
 
 namespace spade::cli {
 
@@ -37,12 +40,16 @@ std::vector<double> parse_grid(const std::string& arg) {
 int cmd_tune(int argc, char** argv, int first) {
   std::vector<Option> opts = model_options();
   add_trojan_options(opts, 32);
+  opts.push_back({"objective", "trojan|insertion", "what the search maximises: the Trojan AUC on triggered images "
+                                                   "(needs --rules), or the insertion AUC on clean images (no ground "
+                                                   "truth; the paper's FastSPADE*)", "trojan"});
   opts.push_back({"grid", "S,S,..", "sparsities tried per block", "0,0.2,0.4,0.6,0.8,0.9,0.95,0.99"});
   opts.push_back({"solver", "sparsegpt|obc", "layer solver the search runs (FastSPADE or SPADE)", "sparsegpt"});
   opts.push_back({"out", "DIR", "writes DIR/<method>.json (the schedules) and DIR/tune.json (every trial)", ""});
   Args a("tune",
-         "Greedy per-block sparsity search maximising the mean Trojan AUC, per method, on a tuning model and its "
-         "triggered test images (even-numbered test images; `spade eval trojan` uses the odd ones).",
+         "Greedy per-block sparsity search, per method, maximising the mean Trojan AUC on a tuning model's triggered "
+         "test images (even-numbered ones; `spade eval trojan` uses the odd ones), or the mean insertion AUC on clean "
+         "images (--objective insertion; even-numbered ones unless --split says otherwise).",
          opts, argc, argv, first);
   if (a.help()) {
     a.print_help();
@@ -52,32 +59,73 @@ int cmd_tune(int argc, char** argv, int first) {
   const std::string out = a.require("out");
   const std::vector<double> grid = parse_grid(a.get("grid"));
   const interp::Solver solver = interp::solver_from_name(a.get("solver"));
+  const std::string objective = a.get("objective");
+  if (objective != "trojan" && objective != "insertion")
+    throw Error("--objective: \"" + objective + "\" is not trojan or insertion");
   const auto start = std::chrono::steady_clock::now();
-  TrojanSetup s = trojan_setup(a, 0);
 
+  // The tuning samples: triggered images of the Trojan pool, or clean images explained for the
+  // dense model's prediction; each with its Hessians.
+  Model model;
+  ExperimentSetup s;
+  std::vector<interp::TrojanSample> pool;
+  std::vector<Tensor> xs;
+  std::vector<int64_t> targets;
+  std::vector<Image> images;
+  std::vector<uint64_t> indices;
+  nlohmann::json report;
+  if (objective == "trojan") {
+    TrojanSetup t = trojan_setup(a, 0);
+    model = std::move(t.model);
+    s = t;
+    pool = std::move(t.pool.samples);
+    for (const interp::TrojanSample& p : pool) images.push_back(p.image), indices.push_back(static_cast<uint64_t>(p.index));
+    report["rules"] = t.rules.source;
+  } else {
+    if (a.has("rules")) throw Error("--rules: not used by --objective insertion (clean images, no triggers)");
+    model = load_model_from(a);
+    if (model.weights_path.empty())
+      throw Error(model.source + ": no weights: give --weights FILE or a model .json that names its weights");
+    s = experiment_setup(a, model);
+    train::PixelLoadOptions load = train::eval_load_options(model.preprocess);
+    train::parse_split(a.has("split") ? a.get("split") : "2:0", "--split", load);
+    const train::PixelDataset photos = train::load_pixel_dataset(a.require("data"), model.labels, model.label_ids, load);
+    const std::vector<int64_t> order = train::epoch_order(photos.size(), s.seed, 0);
+    const interp::Network dense{model.graph, nullptr, s.batch};
+    for (size_t i = 0; i < order.size() && static_cast<int64_t>(i) < a.get_int("samples"); ++i) {
+      images.push_back(photos.image(order[i]));
+      indices.push_back(static_cast<uint64_t>(order[i]));
+      xs.push_back(preprocess_image(images.back(), normalisation_of(model.preprocess)));
+      const Tensor logits = interp::logits(dense, xs.back());
+      targets.push_back(std::max_element(logits.data(), logits.data() + logits.dim(1)) - logits.data());
+    }
+    if (images.empty()) throw Error(a.get("data") + ": no images in the tuning split");
+  }
   std::vector<interp::SampleSolutions> solutions;
   {
     std::unique_ptr<Progress> bar;
-    if (!s.quiet) bar = std::make_unique<Progress>("Hessians", static_cast<int64_t>(s.pool.samples.size()));
-    for (const interp::TrojanSample& sample : s.pool.samples) {
-      solutions.push_back(sample_solutions(s, sample));
+    if (!s.quiet) bar = std::make_unique<Progress>("Hessians", static_cast<int64_t>(images.size()));
+    for (size_t i = 0; i < images.size(); ++i) {
+      solutions.push_back(sample_solutions(model, s, images[i], indices[i]));
       if (bar) bar->update(static_cast<int64_t>(solutions.size()));
     }
     if (bar) bar->finish();
   }
   std::filesystem::create_directories(out);
-  nlohmann::json report = {{"model", s.model.source}, {"rules", s.rules.source}, {"samples", s.pool.samples.size()},
-                           {"augs", s.augs}, {"seed", s.seed}, {"solver", interp::solver_name(solver)},
-                           {"grid", grid}};
+  report.update({{"model", model.source}, {"objective", objective}, {"samples", images.size()}, {"augs", s.augs},
+                 {"seed", s.seed}, {"solver", interp::solver_name(solver)}, {"grid", grid}});
+  const std::vector<std::string> blocks = interp::blocks_output_first(solutions[0].layers());
   for (size_t k = 0; k < s.methods.size(); ++k) {
+    const interp::ScheduleScore score =
+        objective == "trojan"
+            ? interp::trojan_objective(model.graph, solutions, pool, s.methods[k], s.params[k], solver, s.batch)
+            : interp::insertion_objective(model.graph, solutions, xs, targets, s.methods[k], s.params[k], solver, s.batch);
     std::unique_ptr<Progress> bar;
-    const interp::TuneResult r = interp::tune_blocks(
-        s.model.graph, solutions, s.pool.samples, s.methods[k], s.params[k], grid, solver, s.batch,
-        [&](int64_t done, int64_t total) {
-          if (s.quiet) return;
-          if (!bar) bar = std::make_unique<Progress>(s.methods[k], total);
-          bar->update(done);
-        });
+    const interp::TuneResult r = interp::greedy_block_search(blocks, grid, score, [&](int64_t done, int64_t total) {
+      if (s.quiet) return;
+      if (!bar) bar = std::make_unique<Progress>(s.methods[k], total);
+      bar->update(done);
+    });
     if (bar) bar->finish();
     write_file_atomic(join_path(out, s.methods[k] + ".json"), interp::block_schedule_json(r.targets));
     nlohmann::json trials = nlohmann::json::array();

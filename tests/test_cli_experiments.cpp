@@ -487,6 +487,51 @@ TEST_CASE("tune writes a schedule per method that eval trojan reads", "[experime
   }
 }
 
+TEST_CASE("tune --objective insertion: the search scored by the insertion metric on clean images", "[experiments][cli]") {
+  const Fixture& f = fixture();
+  const std::string out = test::temp_dir() + "/tuned";
+  const Run r = spade_cli("tune --objective insertion --model " + f.model + " --data " + f.data +
+                          " --samples 2 --augs 16 --methods saliency --grid 0,0.9 --out " + out + " --threads 1 --quiet");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const json report = json::parse(slurp(out + "/tune.json"));
+  CHECK(report.at("objective") == "insertion");
+  CHECK(report.at("samples") == 2);
+  CHECK(!report.contains("rules"));
+  const json& m = report.at("methods").at("saliency");
+  CHECK(m.at("targets") == json::parse(slurp(out + "/saliency.json")));
+  CHECK(m.at("trials").size() == 2 * 10);
+
+  // The dense score: the mean insertion of dense saliency maps of the first two even-numbered
+  // images in the seeded order, each explained for the dense prediction.
+  const test::ThreadGuard one_thread(1);
+  train::PixelDataset even;
+  for (int64_t i = 0; i < f.test.size(); i += 2) even.push_back(f.test.image(i), f.test.labels[i], f.test.names[i]);
+  const std::vector<int64_t> order = train::epoch_order(even.size(), 0, 0);
+  const interp::Network dense{f.m.graph, nullptr, 32};
+  interp::InsertionDeletionParams idp;
+  idp.batch = 32;
+  double ins = 0;
+  for (int k = 0; k < 2; ++k) {
+    const Tensor x = preprocess_image(even.image(order[k]), f.m.preprocess);
+    const int64_t target = argmax(interp::logits(dense, x));
+    ins += interp::insertion_deletion(x, interp::saliency(dense, x, target, interp::experiment_params("saliency", f.m)),
+                                      interp::class_probability(dense, target), idp)
+               .insertion / 2;
+  }
+  CHECK(m.at("dense_auc").get<double>() == Approx(ins).margin(1e-9));
+  CHECK(m.at("tuned_auc").get<double>() >= m.at("dense_auc").get<double>());
+
+  const Run bad = spade_cli("tune --objective insertion --rules " + f.rules + " --model " + f.model + " --data " + f.data +
+                            " --out " + out + "_bad --threads 1 --quiet");
+  CHECK(bad.status == 1);
+  CHECK(bad.err.find("--rules") != std::string::npos);
+  CHECK(!fs::exists(out + "_bad"));
+  const Run unknown = spade_cli("tune --objective nope --model " + f.model + " --data " + f.data + " --out " + out + "_bad");
+  CHECK(unknown.status == 1);
+  CHECK(unknown.err.find("--objective") != std::string::npos);
+}
+
 TEST_CASE("eval insertion: dense and FastSPADE insertion/deletion on clean images", "[experiments][cli]") {
   const Fixture& f = fixture();
   const std::string out = test::temp_dir() + "/ins";

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
+#include "interpret/metrics/insertion_deletion.h"
 
 namespace spade::interp {
 
@@ -39,36 +40,21 @@ SparsitySchedule block_schedule(const std::map<std::string, double>& targets) {
   return SparsitySchedule::from_json(block_schedule_json(targets), "tuned schedule");
 }
 
-TuneResult tune_blocks(const Graph& g, std::vector<SampleSolutions>& solutions, const std::vector<TrojanSample>& samples,
-                       const std::string& method, const MethodParams& params, const std::vector<double>& grid,
-                       Solver solver, int64_t batch, const std::function<void(int64_t, int64_t)>& progress) {
-  if (solutions.empty() || solutions.size() != samples.size()) throw Error("tune: one trace per tuning sample expected");
-  const MethodInfo& info = find_method(method);
+TuneResult greedy_block_search(const std::vector<std::string>& blocks, const std::vector<double>& grid,
+                               const ScheduleScore& score, const std::function<void(int64_t, int64_t)>& progress) {
   TuneResult r;
-  for (const std::string& b : blocks_output_first(solutions[0].layers())) r.targets[b] = 0.0;
-  const std::vector<std::string> order = blocks_output_first(solutions[0].layers());
-
-  auto score = [&](const std::map<std::string, double>& targets) {
-    const SparsitySchedule schedule = block_schedule(targets);
-    TrojanScore s;
-    for (size_t i = 0; i < samples.size(); ++i) {
-      const WeightOverlay overlay = solutions[i].overlay(schedule, solver);
-      const Network net{g, overlay.empty() ? nullptr : &overlay, batch};
-      s.add(info.fn(net, samples[i].x, samples[i].target, params), samples[i].mask);
-    }
-    return s.auc();
-  };
-  const int64_t total = 1 + static_cast<int64_t>(order.size() * grid.size());
+  for (const std::string& b : blocks) r.targets[b] = 0.0;
+  const int64_t total = 1 + static_cast<int64_t>(blocks.size() * grid.size());
   int64_t done = 0;
-  r.dense_score = r.score = score(r.targets);
+  r.dense_score = r.score = score(block_schedule(r.targets));
   if (progress) progress(++done, total);
-  for (const std::string& block : order) {
+  for (const std::string& block : blocks) {
     double best_value = r.targets[block], best = r.score;
     for (double v : grid) {
       std::map<std::string, double> t = r.targets;
       t[block] = v;
       // The current choice's score is known (every block not yet visited is at 0).
-      const double s = v == r.targets[block] ? r.score : score(t);
+      const double s = v == r.targets[block] ? r.score : score(block_schedule(t));
       r.trials.push_back({block, v, s});
       if (s > best) {
         best = s;
@@ -80,6 +66,50 @@ TuneResult tune_blocks(const Graph& g, std::vector<SampleSolutions>& solutions, 
     r.score = best;
   }
   return r;
+}
+
+ScheduleScore trojan_objective(const Graph& g, std::vector<SampleSolutions>& solutions,
+                               const std::vector<TrojanSample>& samples, const std::string& method,
+                               const MethodParams& params, Solver solver, int64_t batch) {
+  if (solutions.empty() || solutions.size() != samples.size()) throw Error("tune: one trace per tuning sample expected");
+  const MethodInfo& info = find_method(method);
+  return [&g, &solutions, &samples, &info, params, solver, batch](const SparsitySchedule& schedule) {
+    TrojanScore s;
+    for (size_t i = 0; i < samples.size(); ++i) {
+      const WeightOverlay overlay = solutions[i].overlay(schedule, solver);
+      const Network net{g, overlay.empty() ? nullptr : &overlay, batch};
+      s.add(info.fn(net, samples[i].x, samples[i].target, params), samples[i].mask);
+    }
+    return s.auc();
+  };
+}
+
+ScheduleScore insertion_objective(const Graph& g, std::vector<SampleSolutions>& solutions, const std::vector<Tensor>& xs,
+                                  const std::vector<int64_t>& targets, const std::string& method,
+                                  const MethodParams& params, Solver solver, int64_t batch) {
+  if (solutions.empty() || solutions.size() != xs.size() || xs.size() != targets.size())
+    throw Error("tune: one trace and one class per tuning image expected");
+  const MethodInfo& info = find_method(method);
+  return [&g, &solutions, &xs, &targets, &info, params, solver, batch](const SparsitySchedule& schedule) {
+    const Network dense{g, nullptr, batch};
+    InsertionDeletionParams idp;
+    idp.batch = batch;
+    double sum = 0.0;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      const WeightOverlay overlay = solutions[i].overlay(schedule, solver);
+      const Network net{g, overlay.empty() ? nullptr : &overlay, batch};
+      sum += insertion_deletion(xs[i], info.fn(net, xs[i], targets[i], params), class_probability(dense, targets[i]), idp)
+                 .insertion;
+    }
+    return sum / double(xs.size());
+  };
+}
+
+TuneResult tune_blocks(const Graph& g, std::vector<SampleSolutions>& solutions, const std::vector<TrojanSample>& samples,
+                       const std::string& method, const MethodParams& params, const std::vector<double>& grid,
+                       Solver solver, int64_t batch, const std::function<void(int64_t, int64_t)>& progress) {
+  const ScheduleScore score = trojan_objective(g, solutions, samples, method, params, solver, batch);
+  return greedy_block_search(blocks_output_first(solutions[0].layers()), grid, score, progress);
 }
 
 }  // namespace spade::interp

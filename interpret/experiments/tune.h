@@ -38,7 +38,29 @@ struct TuneResult {
   std::vector<TuneTrial> trials;
 };
 
-// solutions[i] belongs to samples[i]. `progress(done, total)` counts evaluated schedules.
+// The score of a schedule, higher is better: the caller computes its tuning samples' maps under it.
+using ScheduleScore = std::function<double(const SparsitySchedule&)>;
+
+// The greedy search itself: every block starts dense; block by block in the given order, each
+// grid value is tried with the choices made so far and the best kept (a tie keeps the earlier
+// choice). `progress(done, total)` counts evaluated schedules.
+TuneResult greedy_block_search(const std::vector<std::string>& blocks, const std::vector<double>& grid,
+                               const ScheduleScore& score, const std::function<void(int64_t, int64_t)>& progress = {});
+
+// The paper's objective: the mean Trojan AUC (TrojanScore::auc) of `method`'s maps of the samples
+// on their traces. solutions[i] belongs to samples[i]; both must outlive the returned function.
+ScheduleScore trojan_objective(const Graph& g, std::vector<SampleSolutions>& solutions,
+                               const std::vector<TrojanSample>& samples, const std::string& method,
+                               const MethodParams& params, Solver solver, int64_t batch);
+
+// FastSPADE*'s objective (SPADE.md 2.5), which needs no ground truth: the mean insertion AUC
+// (metrics/insertion_deletion.h, confidences from the dense model) of `method`'s maps of images
+// xs[i] for classes targets[i] on their traces.
+ScheduleScore insertion_objective(const Graph& g, std::vector<SampleSolutions>& solutions, const std::vector<Tensor>& xs,
+                                  const std::vector<int64_t>& targets, const std::string& method,
+                                  const MethodParams& params, Solver solver, int64_t batch);
+
+// greedy_block_search over the solutions' blocks (output first) with the Trojan objective.
 TuneResult tune_blocks(const Graph& g, std::vector<SampleSolutions>& solutions, const std::vector<TrojanSample>& samples,
                        const std::string& method, const MethodParams& params, const std::vector<double>& grid,
                        Solver solver, int64_t batch, const std::function<void(int64_t, int64_t)>& progress = {});
