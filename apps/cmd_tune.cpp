@@ -40,16 +40,20 @@ std::vector<double> parse_grid(const std::string& arg) {
 int cmd_tune(int argc, char** argv, int first) {
   std::vector<Option> opts = model_options();
   add_trojan_options(opts, 32);
-  opts.push_back({"objective", "trojan|insertion", "what the search maximises: the Trojan AUC on triggered images "
-                                                   "(needs --rules), or the insertion AUC on clean images (no ground "
-                                                   "truth; the paper's FastSPADE*)", "trojan"});
+  opts.push_back({"objective", "trojan|insertion|gridpg",
+                  "what the search maximises: the Trojan AUC on triggered images (needs --rules), the insertion AUC on "
+                  "clean images (no ground truth; the paper's FastSPADE*), or the grid pointing game's localisation on "
+                  "--samples grids of photos (`spade eval gridpg`)", "trojan"});
+  opts.push_back({"cells", "N", "--objective gridpg: cells per side of a grid", "2"});
+  opts.push_back({"min-confidence", "P", "--objective gridpg: softmax probability a photo needs to be used", "0.5"});
   opts.push_back({"grid", "S,S,..", "sparsities tried per block", "0,0.2,0.4,0.6,0.8,0.9,0.95,0.99"});
   opts.push_back({"solver", "sparsegpt|obc", "layer solver the search runs (FastSPADE or SPADE)", "sparsegpt"});
   opts.push_back({"out", "DIR", "writes DIR/<method>.json (the schedules) and DIR/tune.json (every trial)", ""});
   Args a("tune",
          "Greedy per-block sparsity search, per method, maximising the mean Trojan AUC on a tuning model's triggered "
          "test images (even-numbered ones; `spade eval trojan` uses the odd ones), or the mean insertion AUC on clean "
-         "images (--objective insertion; even-numbered ones unless --split says otherwise).",
+         "images (--objective insertion), or the grid pointing game's localisation (--objective gridpg); clean photos "
+         "are the even-numbered ones unless --split says otherwise.",
          opts, argc, argv, first);
   if (a.help()) {
     a.print_help();
@@ -60,8 +64,10 @@ int cmd_tune(int argc, char** argv, int first) {
   const std::vector<double> grid = parse_grid(a.get("grid"));
   const interp::Solver solver = interp::solver_from_name(a.get("solver"));
   const std::string objective = a.get("objective");
-  if (objective != "trojan" && objective != "insertion")
-    throw Error("--objective: \"" + objective + "\" is not trojan or insertion");
+  if (objective != "trojan" && objective != "insertion" && objective != "gridpg")
+    throw Error("--objective: \"" + objective + "\" is not trojan, insertion or gridpg");
+  if (objective != "gridpg" && (a.has("cells") || a.has("min-confidence")))
+    throw Error("--cells and --min-confidence: only for --objective gridpg");
   const auto start = std::chrono::steady_clock::now();
 
   // The tuning samples: triggered images of the Trojan pool, or clean images explained for the
@@ -70,6 +76,8 @@ int cmd_tune(int argc, char** argv, int first) {
   ExperimentSetup s;
   std::vector<interp::TrojanSample> pool;
   std::vector<Tensor> xs;
+  interp::GridPool grids;
+  interp::GridPoolOptions gpo;
   std::vector<int64_t> targets;
   std::vector<Image> images;
   std::vector<uint64_t> indices;
@@ -82,7 +90,7 @@ int cmd_tune(int argc, char** argv, int first) {
     for (const interp::TrojanSample& p : pool) images.push_back(p.image), indices.push_back(static_cast<uint64_t>(p.index));
     report["rules"] = t.rules.source;
   } else {
-    if (a.has("rules")) throw Error("--rules: not used by --objective insertion (clean images, no triggers)");
+    if (a.has("rules")) throw Error("--rules: not used by --objective " + objective + " (clean images, no triggers)");
     model = load_model_from(a);
     if (model.weights_path.empty())
       throw Error(model.source + ": no weights: give --weights FILE or a model .json that names its weights");
@@ -92,7 +100,17 @@ int cmd_tune(int argc, char** argv, int first) {
     const train::PixelDataset photos = train::load_pixel_dataset(a.require("data"), model.labels, model.label_ids, load);
     const std::vector<int64_t> order = train::epoch_order(photos.size(), s.seed, 0);
     const interp::Network dense{model.graph, nullptr, s.batch};
-    for (size_t i = 0; i < order.size() && static_cast<int64_t>(i) < a.get_int("samples"); ++i) {
+    gpo.count = a.get_int("samples");
+    gpo.grid = a.get_int("cells");
+    gpo.min_confidence = a.get_double("min-confidence");
+    gpo.seed = s.seed;
+    if (gpo.grid < 1 || gpo.grid > 8) throw Error("--cells must be 1 to 8");
+    if (!(gpo.min_confidence >= 0.0 && gpo.min_confidence <= 1.0)) throw Error("--min-confidence must be in [0, 1]");
+    if (objective == "gridpg") {
+      grids = interp::grid_pool(model, photos, gpo);
+      for (size_t i = 0; i < grids.grids.size(); ++i) images.push_back(grids.grids[i].image), indices.push_back(i);
+    }
+    for (size_t i = 0; objective == "insertion" && i < order.size() && static_cast<int64_t>(i) < a.get_int("samples"); ++i) {
       images.push_back(photos.image(order[i]));
       indices.push_back(static_cast<uint64_t>(order[i]));
       xs.push_back(preprocess_image(images.back(), normalisation_of(model.preprocess)));
@@ -119,7 +137,10 @@ int cmd_tune(int argc, char** argv, int first) {
     const interp::ScheduleScore score =
         objective == "trojan"
             ? interp::trojan_objective(model.graph, solutions, pool, s.methods[k], s.params[k], solver, s.batch)
-            : interp::insertion_objective(model.graph, solutions, xs, targets, s.methods[k], s.params[k], solver, s.batch);
+        : objective == "insertion"
+            ? interp::insertion_objective(model.graph, solutions, xs, targets, s.methods[k], s.params[k], solver, s.batch)
+            : interp::grid_objective(model.graph, solutions, grids.grids, gpo.grid, s.methods[k], s.params[k], solver,
+                                     s.batch);
     std::unique_ptr<Progress> bar;
     const interp::TuneResult r = interp::greedy_block_search(blocks, grid, score, [&](int64_t done, int64_t total) {
       if (s.quiet) return;

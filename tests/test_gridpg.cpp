@@ -254,6 +254,28 @@ TEST_CASE("eval gridpg: gradient maps of a model that reads one cell score 100",
   }
 }
 
+TEST_CASE("tune --objective gridpg: the search scored by the localisation on grids", "[experiments][gridpg][cli]") {
+  const Fixture& f = fixture();
+  const std::string out = test::temp_dir() + "/tuned";
+  const Run r = spade_cli("tune --objective gridpg --model " + f.model + " --data " + f.data + " --split 1:0" +
+                          " --samples 2 --augs 8 --methods saliency --grid 0,0.9 --out " + out + " --threads 1 --quiet");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const json report = json::parse(slurp(out + "/tune.json"));
+  CHECK(report.at("objective") == "gridpg");
+  CHECK(report.at("samples") == 2);
+  const json& m = report.at("methods").at("saliency");
+  // Dense saliency of this model puts everything in the right cell.
+  CHECK(m.at("dense_auc").get<double>() == Approx(100.0));
+  CHECK(m.at("targets") == json::parse(slurp(out + "/saliency.json")));
+  CHECK(m.at("tuned_auc").get<double>() >= m.at("dense_auc").get<double>());
+  const Run bad = spade_cli("tune --objective insertion --cells 3 --model " + f.model + " --data " + f.data + " --out " +
+                            out + "_bad --threads 1 --quiet");
+  CHECK(bad.status == 1);
+  CHECK(bad.err.find("--cells") != std::string::npos);
+  CHECK(!fs::exists(out + "_bad"));
+}
+
 TEST_CASE("eval gridpg fails with one line and leaves nothing behind", "[experiments][gridpg][cli]") {
   const Fixture& f = fixture();
   const std::string out = test::temp_dir() + "/out";

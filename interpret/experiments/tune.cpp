@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
+#include "interpret/metrics/grid_pointing.h"
 #include "interpret/metrics/insertion_deletion.h"
 
 namespace spade::interp {
@@ -102,6 +103,24 @@ ScheduleScore insertion_objective(const Graph& g, std::vector<SampleSolutions>& 
                  .insertion;
     }
     return sum / double(xs.size());
+  };
+}
+
+ScheduleScore grid_objective(const Graph& g, std::vector<SampleSolutions>& solutions, const std::vector<GridSample>& grids,
+                             int64_t cells, const std::string& method, const MethodParams& params, Solver solver,
+                             int64_t batch) {
+  if (solutions.empty() || solutions.size() != grids.size()) throw Error("tune: one trace per tuning grid expected");
+  const MethodInfo& info = find_method(method);
+  return [&g, &solutions, &grids, cells, &info, params, solver, batch](const SparsitySchedule& schedule) {
+    double sum = 0.0;
+    int64_t n = 0;
+    for (size_t i = 0; i < grids.size(); ++i) {
+      const WeightOverlay overlay = solutions[i].overlay(schedule, solver);
+      const Network net{g, overlay.empty() ? nullptr : &overlay, batch};
+      for (int64_t c = 0; c < cells * cells; ++c, ++n)
+        sum += grid_pointing(info.fn(net, grids[i].x, grids[i].classes[c], params), cells, c).localisation;
+    }
+    return 100.0 * sum / double(n);
   };
 }
 

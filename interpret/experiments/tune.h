@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "interpret/experiments/trojan_metrics.h"
+#include "interpret/experiments/grid_pool.h"
 #include "interpret/experiments/trojan_pool.h"
 #include "interpret/saliency/network.h"
 #include "interpret/spade/sample_solutions.h"
@@ -59,6 +60,12 @@ ScheduleScore trojan_objective(const Graph& g, std::vector<SampleSolutions>& sol
 ScheduleScore insertion_objective(const Graph& g, std::vector<SampleSolutions>& solutions, const std::vector<Tensor>& xs,
                                   const std::vector<int64_t>& targets, const std::string& method,
                                   const MethodParams& params, Solver solver, int64_t batch);
+
+// The grid pointing game's objective: the mean localisation (metrics/grid_pointing.h) of
+// `method`'s maps of every cell of every grid (cells x cells per grid) on its grid's trace.
+ScheduleScore grid_objective(const Graph& g, std::vector<SampleSolutions>& solutions, const std::vector<GridSample>& grids,
+                             int64_t cells, const std::string& method, const MethodParams& params, Solver solver,
+                             int64_t batch);
 
 // greedy_block_search over the solutions' blocks (output first) with the Trojan objective.
 TuneResult tune_blocks(const Graph& g, std::vector<SampleSolutions>& solutions, const std::vector<TrojanSample>& samples,
