@@ -384,6 +384,31 @@ TEST_CASE("insertion/deletion curves do not depend on the batch size", "[metrics
   }
 }
 
+TEST_CASE("insertion only: the same insertion curve and score from half the images", "[metrics]") {
+  const LinearModel m = linear_model();
+  const Tensor attribution = test::random_tensor({3, 10, 10}, 9);
+  for (auto variant : {InsertionDeletionVariant::Spade, InsertionDeletionVariant::Rise}) {
+    InsertionDeletionParams params;
+    params.variant = variant;
+    params.rise_step = 3;
+    const InsertionDeletion both = insertion_deletion(m.x, attribution, per_image(m), params);
+    params.deletion = false;
+    int64_t images = 0;
+    const InsertionDeletion one = insertion_deletion(m.x, attribution,
+                                                     [&](const Tensor& batch) {
+                                                       images += batch.dim(0);
+                                                       return per_image(m)(batch);
+                                                     },
+                                                     params);
+    CHECK(images == 1 + static_cast<int64_t>(both.insertion_curve.size()));  // the reference + one curve
+    CHECK(one.insertion_curve == both.insertion_curve);
+    CHECK(one.insertion == both.insertion);
+    CHECK(both.deletion != 0.0);
+    CHECK(one.deletion_curve.empty());
+    CHECK(one.deletion == 0.0);
+  }
+}
+
 TEST_CASE("Rise insertion/deletion: blurred start, zero end, raw probabilities, normalised AUC", "[metrics]") {
   // 6x5 = 30 pixels, 4 per step: ceil(30 / 4) = 8 steps, 9 points 0, 4, ..., 28, 30.
   const int64_t C = 3, H = 6, W = 5, HW = H * W;

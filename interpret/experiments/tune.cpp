@@ -95,6 +95,7 @@ ScheduleScore insertion_objective(const Graph& g, std::vector<SampleSolutions>& 
     const Network dense{g, nullptr, batch};
     InsertionDeletionParams idp;
     idp.batch = batch;
+    idp.deletion = false;
     double sum = 0.0;
     for (size_t i = 0; i < xs.size(); ++i) {
       const WeightOverlay overlay = solutions[i].overlay(schedule, solver);

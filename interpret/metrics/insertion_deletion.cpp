@@ -166,7 +166,7 @@ InsertionDeletion insertion_deletion(const Tensor& x, const Tensor& attribution,
   if (rise) blurred = rise_blur(image, params.rise_blur_size, params.rise_blur_sigma);
   // Insertion: from nothing (Spade) or the blurred image (Rise) towards x; deletion: from x to 0.
   const CurvePath paths[2] = {{rise ? blurred.data() : nullptr, image.data()}, {image.data(), nullptr}};
-  const int64_t points = static_cast<int64_t>(out.pixels.size()), total = 2 * points;
+  const int64_t points = static_cast<int64_t>(out.pixels.size()), total = (params.deletion ? 2 : 1) * points;
   std::vector<double> probs(total);
   for (int64_t first = 0; first < total; first += params.batch) {
     const int64_t count = std::min(params.batch, total - first);
@@ -188,15 +188,12 @@ InsertionDeletion insertion_deletion(const Tensor& x, const Tensor& attribution,
 
   out.insertion_curve.assign(probs.begin(), probs.begin() + points);
   out.deletion_curve.assign(probs.begin() + points, probs.end());
-  if (rise) {
-    out.insertion = rise_auc(out.insertion_curve);
-    out.deletion = rise_auc(out.deletion_curve);
-  } else {
+  if (!rise)
     for (auto* curve : {&out.insertion_curve, &out.deletion_curve})
       for (double& v : *curve) v = std::clamp(v / out.reference_probability, 0.0, 1.0);
-    out.insertion = trapezoid_area(out.insertion_curve);
-    out.deletion = trapezoid_area(out.deletion_curve);
-  }
+  const auto area = rise ? rise_auc : trapezoid_area;
+  out.insertion = area(out.insertion_curve);
+  if (params.deletion) out.deletion = area(out.deletion_curve);
   return out;
 }
 

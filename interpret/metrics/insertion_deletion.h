@@ -35,6 +35,9 @@ struct InsertionDeletionParams {
   int64_t rise_step = 224;      // Rise: pixels inserted / deleted per step
   int64_t rise_blur_size = 11;  // Rise: the insertion start's Gaussian kernel (odd) and sigma
   double rise_blur_sigma = 5.0;
+  // false: only the insertion curve (half the model calls; what insertion-tuned schedules need);
+  // deletion_curve stays empty and deletion 0.
+  bool deletion = true;
   // called with (images done, total) after every batch; may be empty
   std::function<void(int64_t, int64_t)> progress;
 };
