@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -521,6 +522,24 @@ TEST_CASE("tune --objective insertion: the search scored by the insertion metric
   }
   CHECK(m.at("dense_auc").get<double>() == Approx(ins).margin(1e-9));
   CHECK(m.at("tuned_auc").get<double>() >= m.at("dense_auc").get<double>());
+
+  // The classifier at sparsity 1 zeroes every map: a schedule with constant maps scores -infinity
+  // (never chosen), whatever the tie order would have scored.
+  {
+    const Tensor x = preprocess_image(even.image(order[0]), f.m.preprocess);
+    auto calib = interp::augmented_calibration(even.image(order[0]), augment_of(f.m), 16, 0);
+    interp::PruneConfig cfg;
+    cfg.batch = 32;
+    std::vector<interp::SampleSolutions> sol;
+    sol.emplace_back(f.m.graph, *calib, cfg);
+    const std::vector<Tensor> xs = {x};
+    const std::vector<int64_t> targets = {argmax(interp::logits(dense, x))};
+    const interp::ScheduleScore score = interp::insertion_objective(
+        f.m.graph, sol, xs, targets, "saliency", interp::experiment_params("saliency", f.m), interp::Solver::SparseGPT, 32);
+    CHECK(std::isfinite(score(interp::SparsitySchedule::from_json("{\"linear\": 0.5}", "half"))));
+    CHECK(score(interp::SparsitySchedule::from_json("{\"linear\": 1.0}", "all")) ==
+          -std::numeric_limits<double>::infinity());
+  }
 
   const Run bad = spade_cli("tune --objective insertion --rules " + f.rules + " --model " + f.model + " --data " + f.data +
                             " --out " + out + "_bad --threads 1 --quiet");

@@ -2,13 +2,23 @@
 
 #include <algorithm>
 #include <cctype>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
 #include "interpret/metrics/grid_pointing.h"
 #include "interpret/metrics/insertion_deletion.h"
+#include "interpret/metrics/roc_auc.h"
 
 namespace spade::interp {
+
+namespace {
+
+bool is_constant(const std::vector<float>& v) {
+  return std::all_of(v.begin(), v.end(), [&](float x) { return x == v.front(); });
+}
+
+}  // namespace
 
 std::string block_of(const std::string& layer) {
   const size_t a = layer.find('.');
@@ -100,8 +110,11 @@ ScheduleScore insertion_objective(const Graph& g, std::vector<SampleSolutions>& 
     for (size_t i = 0; i < xs.size(); ++i) {
       const WeightOverlay overlay = solutions[i].overlay(schedule, solver);
       const Network net{g, overlay.empty() ? nullptr : &overlay, batch};
-      sum += insertion_deletion(xs[i], info.fn(net, xs[i], targets[i], params), class_probability(dense, targets[i]), idp)
-                 .insertion;
+      const Tensor map = info.fn(net, xs[i], targets[i], params);
+      // A constant map ranks the pixels by the tie rule alone (raster order), which can score
+      // above every real map: a schedule that prunes the class's classifier row away would win.
+      if (is_constant(channel_summed_map(map).values)) return -std::numeric_limits<double>::infinity();
+      sum += insertion_deletion(xs[i], map, class_probability(dense, targets[i]), idp).insertion;
     }
     return sum / double(xs.size());
   };

@@ -56,7 +56,10 @@ ScheduleScore trojan_objective(const Graph& g, std::vector<SampleSolutions>& sol
 
 // FastSPADE*'s objective (SPADE.md 2.5), which needs no ground truth: the mean insertion AUC
 // (metrics/insertion_deletion.h, confidences from the dense model) of `method`'s maps of images
-// xs[i] for classes targets[i] on their traces.
+// xs[i] for classes targets[i] on their traces. A schedule under which any image's map is constant
+// scores -infinity (never chosen): ties fall back to raster order, whose insertion curve can beat
+// every real map's (on the CIFAR ResNet-20, pruning the classifier at 0.95 zeroes the class's
+// row and "wins" with 48.5 against the dense maps' 33-37).
 ScheduleScore insertion_objective(const Graph& g, std::vector<SampleSolutions>& solutions, const std::vector<Tensor>& xs,
                                   const std::vector<int64_t>& targets, const std::string& method,
                                   const MethodParams& params, Solver solver, int64_t batch);
