@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <mutex>
 #include <numeric>
 
@@ -285,11 +286,22 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
   return tr;
 }
 
-Trace compute_trace(const Graph& g, const Calibration& calib, const PruneConfig& cfg, const TraceProgress& progress) {
-  std::vector<PlannedLayer> plan = plan_layers(g, cfg.sparsity, cfg.selection);
+std::vector<Trace> compute_traces(const Graph& g, const Calibration& calib, const PruneConfig& cfg,
+                                  const std::vector<SparsitySchedule>& schedules, const TraceProgress& progress) {
+  if (schedules.empty()) throw Error("compute_traces: no sparsity schedule given");
+  std::vector<PruneConfig> cfgs;
+  std::vector<std::vector<PlannedLayer>> plans;
+  // The layers any schedule solves, in graph order: their Hessians are collected in one pass.
+  std::map<int64_t, PlannedLayer> union_by_node;
+  for (const SparsitySchedule& s : schedules) {
+    cfgs.push_back(cfg);
+    cfgs.back().sparsity = s;
+    plans.push_back(plan_layers(g, s, cfg.selection));
+    for (const auto& p : plans.back())
+      if (needs_solve(p, cfgs.back())) union_by_node.emplace(p.layer.node, p);
+  }
   std::vector<PlannedLayer> active;
-  for (const auto& p : plan)
-    if (needs_solve(p, cfg)) active.push_back(p);
+  for (const auto& [node, p] : union_by_node) active.push_back(p);
   TraceTimings t;
   Tensor probe = calib.batch(0, 1);
   int64_t batch = cfg.batch > 0 ? cfg.batch : default_batch(g, {probe.dim(1), probe.dim(2), probe.dim(3)});
@@ -297,24 +309,48 @@ Trace compute_trace(const Graph& g, const Calibration& calib, const PruneConfig&
   if (cfg.batch <= 0 && cfg.device != Device::CPU) batch = std::min<int64_t>(batch * 8, 256);
   std::vector<HessianAccumulator> hs;
   if (!active.empty()) hs = collect_hessians(g, active, calib, batch, t, progress, cfg.device);
-  Trace tr = solve_layers(g, active, hs, cfg, progress);
-  const double solve_s = tr.timings.solve_s;
-  tr.timings = t;
-  tr.timings.batch = batch;
-  tr.timings.solve_s = solve_s;
-  tr.samples = calib.size();
-  tr.calibration = calib.describe();
-  // Report every planned layer in graph order, the untouched ones too.
-  std::vector<LayerReport> all;
-  size_t k = 0;
-  for (const auto& p : plan) {
-    if (k < active.size() && active[k].layer.node == p.layer.node)
-      all.push_back(tr.layers[k++]);
-    else
-      all.push_back(untouched_report(g, p));
+
+  std::vector<Trace> traces;
+  for (size_t k = 0; k < schedules.size(); ++k) {
+    // This schedule's layers and their Hessians (moved when there is one schedule, else copied:
+    // solving finalises a Hessian, which later schedules then find finalised).
+    std::vector<PlannedLayer> mine;
+    std::vector<HessianAccumulator> mine_hs;
+    for (const auto& p : plans[k]) {
+      if (!needs_solve(p, cfgs[k])) continue;
+      const size_t i = std::distance(union_by_node.begin(), union_by_node.find(p.layer.node));
+      mine.push_back(p);
+      mine_hs.push_back(schedules.size() == 1 ? std::move(hs[i]) : hs[i]);
+    }
+    const std::string stage = schedules.size() == 1 ? "solve" : "solve " + std::to_string(k + 1) + "/" +
+                                                                    std::to_string(schedules.size());
+    const TraceProgress solve_progress = [&](const std::string& s, int64_t done, int64_t total) {
+      if (progress) progress(s == "solve" ? stage : s, done, total);
+    };
+    Trace tr = solve_layers(g, mine, mine_hs, cfgs[k], solve_progress);
+    const double solve_s = tr.timings.solve_s;
+    tr.timings = t;
+    tr.timings.batch = batch;
+    tr.timings.solve_s = solve_s;
+    tr.samples = calib.size();
+    tr.calibration = calib.describe();
+    // Report every planned layer in graph order, the untouched ones too.
+    std::vector<LayerReport> all;
+    size_t j = 0;
+    for (const auto& p : plans[k]) {
+      if (j < mine.size() && mine[j].layer.node == p.layer.node)
+        all.push_back(tr.layers[j++]);
+      else
+        all.push_back(untouched_report(g, p));
+    }
+    tr.layers = std::move(all);
+    traces.push_back(std::move(tr));
   }
-  tr.layers = std::move(all);
-  return tr;
+  return traces;
+}
+
+Trace compute_trace(const Graph& g, const Calibration& calib, const PruneConfig& cfg, const TraceProgress& progress) {
+  return std::move(compute_traces(g, calib, cfg, {cfg.sparsity}, progress)[0]);
 }
 
 nlohmann::json trace_report_json(const Trace& t) {

@@ -94,6 +94,12 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
 Trace compute_trace(const Graph& g, const Calibration& calib, const PruneConfig& cfg,
                     const TraceProgress& progress = {});
 
+// One trace per schedule (cfg.sparsity is ignored) from one Hessian pass over the union of the
+// layers they prune: what several methods with schedules of their own cost together. The solve
+// stage reports as "solve K/N" when there are several.
+std::vector<Trace> compute_traces(const Graph& g, const Calibration& calib, const PruneConfig& cfg,
+                                  const std::vector<SparsitySchedule>& schedules, const TraceProgress& progress = {});
+
 // The report written by `spade prune --report`.
 nlohmann::json trace_report_json(const Trace& t);
 
