@@ -114,7 +114,7 @@ int cmd_eval_gridpg(int argc, char** argv, int first) {
   for (size_t i = resumed; i < N; ++i) {
     const interp::GridSample& g = pool.grids[i];
     std::unique_ptr<interp::SampleSolutions> solutions;
-    if (std::any_of(variants.begin(), variants.end(), [](const Variant& v) { return !v.dense; }))
+    if (any_sparse(variants))
       solutions = std::make_unique<interp::SampleSolutions>(sample_solutions(m, s, g.image, i));
     nlohmann::json row = {{"grid", i}, {"images", g.names}, {"classes", g.classes}, {"confidence", g.confidence}};
     std::vector<std::vector<Image>> cells_rows;
@@ -122,8 +122,7 @@ int cmd_eval_gridpg(int argc, char** argv, int first) {
     for (size_t k = 0; k < M; ++k) {
       const interp::MethodInfo& info = interp::find_method(s.methods[k]);
       for (size_t v = 0; v < V; ++v) {
-        const WeightOverlay overlay =
-            variants[v].dense ? WeightOverlay{} : solutions->overlay(schedules[k].schedule, variants[v].solver);
+        const WeightOverlay overlay = variant_weights(variants[v], solutions.get(), schedules[k].schedule);
         const interp::Network net{m.graph, overlay.empty() ? nullptr : &overlay, s.batch};
         nlohmann::json loc = nlohmann::json::array(), hits = nlohmann::json::array();
         std::vector<Image> maps;

@@ -78,15 +78,14 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
     const Tensor logits = interp::logits(dense, x);
     const int64_t target = std::max_element(logits.data(), logits.data() + logits.dim(1)) - logits.data();
     std::unique_ptr<interp::SampleSolutions> solutions;
-    if (std::any_of(variants.begin(), variants.end(), [](const Variant& v) { return !v.dense; }))
+    if (any_sparse(variants))
       solutions = std::make_unique<interp::SampleSolutions>(sample_solutions(m, s, image, static_cast<uint64_t>(order[i])));
     const interp::ProbabilityFn prob = interp::class_probability(dense, target);
     nlohmann::json row = {{"image", test.names[order[i]]}, {"target", target}};
     for (size_t k = 0; k < M; ++k) {
       const interp::MethodInfo& info = interp::find_method(s.methods[k]);
       for (size_t v = 0; v < V; ++v) {
-        const WeightOverlay overlay =
-            variants[v].dense ? WeightOverlay{} : solutions->overlay(schedules[k].schedule, variants[v].solver);
+        const WeightOverlay overlay = variant_weights(variants[v], solutions.get(), schedules[k].schedule);
         const interp::Network net{m.graph, overlay.empty() ? nullptr : &overlay, s.batch};
         const interp::InsertionDeletion d = interp::insertion_deletion(x, info.fn(net, x, target, s.params[k]), prob, idp);
         row["metrics"][s.methods[k]][variants[v].key] = {{"insertion", d.insertion}, {"deletion", d.deletion}};

@@ -76,7 +76,7 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
     const interp::TrojanSample& sample = s.pool.samples[i];
     // The Hessians only when a sparse variant needs them.
     std::unique_ptr<interp::SampleSolutions> solutions;
-    if (std::any_of(variants.begin(), variants.end(), [](const Variant& v) { return !v.dense; }))
+    if (any_sparse(variants))
       solutions = std::make_unique<interp::SampleSolutions>(sample_solutions(s, sample));
     nlohmann::json row = {{"image", sample.name}, {"trigger", sample.trigger}, {"target", sample.target},
                           {"clean_prediction", sample.clean_prediction}};
@@ -86,8 +86,7 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
       const interp::MethodInfo& info = interp::find_method(s.methods[k]);
       std::vector<Image> cells_row = {sample.image, mask_image(sample.mask, sample.image)};
       for (size_t v = 0; v < V; ++v) {
-        const WeightOverlay overlay =
-            variants[v].dense ? WeightOverlay{} : solutions->overlay(schedules[k].schedule, variants[v].solver);
+        const WeightOverlay overlay = variant_weights(variants[v], solutions.get(), schedules[k].schedule);
         const interp::Network net{s.model.graph, overlay.empty() ? nullptr : &overlay, s.batch};
         const Tensor attr = info.fn(net, sample.x, sample.target, s.params[k]);
         double sa = 0.5, aa = 0.5;

@@ -142,6 +142,17 @@ std::vector<Variant> parse_variants(const std::string& arg) {
   return out;
 }
 
+bool any_sparse(const std::vector<Variant>& variants) {
+  return std::any_of(variants.begin(), variants.end(), [](const Variant& v) { return !v.dense; });
+}
+
+WeightOverlay variant_weights(const Variant& v, interp::SampleSolutions* solutions,
+                              const interp::SparsitySchedule& schedule) {
+  if (v.dense) return {};
+  if (!solutions) throw Error("variant " + v.title + ": no sample solutions to take the trace from");
+  return solutions->overlay(schedule, v.solver);
+}
+
 nlohmann::json experiment_run(const Args& a, const Model& m, const ExperimentSetup& s,
                               const std::vector<MethodSchedule>& schedules) {
   nlohmann::json run = {{"model", m.source},

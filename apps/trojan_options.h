@@ -65,6 +65,11 @@ struct Variant {
 void add_variants_option(std::vector<Option>& opts, const std::string& default_variants = "dense,fast,exact");
 // "dense,fast,exact" -> Dense, FastSPADE (SparseGPT), SPADE (OBC); throws Error naming --variants.
 std::vector<Variant> parse_variants(const std::string& arg);
+// Whether any variant needs a sample's Hessians (SampleSolutions): every one but Dense does.
+bool any_sparse(const std::vector<Variant>& variants);
+// The weights variant `v` explains with: none (Dense) or the sample's trace under `schedule`.
+WeightOverlay variant_weights(const Variant& v, interp::SampleSolutions* solutions,
+                              const interp::SparsitySchedule& schedule);
 
 // Every setting of the model and experiment options a sample's results depend on, for
 // SampleCheckpoint (the schedule files' text, not only their names: a retuned schedule is another
