@@ -155,9 +155,12 @@ int cmd_tune(int argc, char** argv, int first) {
                                        {"trials", trials}};
     std::printf("%-22s dense %.2f -> tuned %.2f\n", s.methods[k].c_str(), r.dense_score, r.score);
     std::fflush(stdout);
+    // Rewritten after every method, so that a run stopped part-way keeps the report of what it
+    // finished ("complete" says whether every method was searched).
+    report["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    report["complete"] = k + 1 == s.methods.size();
+    write_file_atomic(join_path(out, "tune.json"), report.dump(1) + "\n");
   }
-  report["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  write_file_atomic(join_path(out, "tune.json"), report.dump(1) + "\n");
   std::printf("wrote %s/<method>.json and %s/tune.json\n", out.c_str(), out.c_str());
   return 0;
 }

@@ -414,6 +414,7 @@ TEST_CASE("tune writes a schedule per method that eval trojan reads", "[experime
   const json report = json::parse(slurp(out + "/tune.json"));
   CHECK(report.at("samples") == 2);
   CHECK(report.at("grid") == json({0.0, 0.9}));
+  CHECK(report.at("complete") == true);
   const json& m = report.at("methods").at("saliency");
   CHECK(m.at("targets") == schedule);
   // Output first, one trial per block and grid value; the best value of each block is kept.
