@@ -93,7 +93,7 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
   const int64_t patch = a.has("patch") ? a.get_int("patch") : size / 2;
   if (patch < 1 || patch > size) throw Error("--patch must be between 1 and the input size " + std::to_string(size));
   interp::penultimate_node(m.graph);  // refuses models without a Linear classifier up front
-  interp::PruneConfig prune = prune_config_from(a);
+  interp::PruneConfig prune = prune_config_from(a, m, "");
   prune.solver = mode == "fast" ? interp::Solver::SparseGPT : interp::Solver::OBC;
   const fv::RenderConfig cfg = render_config_from(a, m, size);
   ImageFolder data(a.require("data"));
@@ -198,7 +198,7 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
       {"model", {{"arch", m.arch}, {"source", m.source}, {"weights", m.weights_path}}},
       {"data", data.path()},
       {"settings",
-       {{"spade", mode}, {"sparsity", a.get("sparsity")}, {"augs", a.get_int("augs")}, {"steps", cfg.steps},
+       {{"spade", mode}, {"sparsity", prune.sparsity.describe()}, {"augs", a.get_int("augs")}, {"steps", cfg.steps},
         {"transforms", a.get("transforms")}, {"vis_seed", cfg.seed}, {"patch", patch}, {"margin", margin}}},
       {"dense", rates_json(dr)},
       {"spade", rates_json(sr)},

@@ -136,10 +136,12 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   std::vector<interp::MethodParams> params;
   for (const std::string& name : methods) params.push_back(method_params(a, name, m));
   interp::PruneConfig cfg;
+  MethodSchedules schedules;  // each method's (one trace per distinct schedule and image)
   if (mode != "off") {
-    cfg = prune_config_from(a);
+    cfg = prune_config_from(a, m, "");
     cfg.solver = mode == "fast" ? interp::Solver::SparseGPT : interp::Solver::OBC;
     cfg.device = device;
+    schedules = method_schedules(a, m, methods);
   }
   const std::vector<Sample> samples = load_samples(a, m);
   check_batch_memory(a, m, batch, PassKind::ForwardBackward, device, samples[0].x.dim(2));
@@ -160,18 +162,21 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   for (size_t s = 0; s < samples.size(); ++s) {
     const Sample& sample = samples[s];
     const int64_t target = target_class(a, m, argmax_class(dense, sample.x));
-    std::unique_ptr<interp::Trace> trace;
+    std::vector<interp::Trace> traces;
     if (mode != "off")
-      trace = std::make_unique<interp::Trace>(
-          interp::compute_trace(m.graph, *augmented_calibration_of(a, m, sample.image), cfg));
-    std::unique_ptr<interp::DeviceModel> trace_gpu;
-    if (trace && device != Device::CPU)
-      trace_gpu = std::make_unique<interp::DeviceModel>(m.graph, &trace->weights, device);
-    const interp::Network explained{m.graph, trace ? &trace->weights : nullptr, batch,
-                                    trace ? trace_gpu.get() : dense_gpu.get()};
+      traces = interp::compute_traces(m.graph, *augmented_calibration_of(a, m, sample.image), cfg, schedules.schedules);
+    std::vector<std::unique_ptr<interp::DeviceModel>> traces_gpu;
+    std::vector<interp::Network> nets;  // per trace; the dense model without --spade
+    for (const interp::Trace& t : traces) {
+      if (device != Device::CPU) traces_gpu.push_back(std::make_unique<interp::DeviceModel>(m.graph, &t.weights, device));
+      nets.push_back({m.graph, &t.weights, batch, traces_gpu.empty() ? nullptr : traces_gpu.back().get()});
+    }
+    if (nets.empty()) nets.push_back(dense);
     nlohmann::json row = {{"image", sample.name}, {"target", target}, {"dense_prediction", argmax_class(dense, sample.x)}};
-    if (trace) row["trace_prediction"] = argmax_class(explained, sample.x);
+    // The trace of the first method (every method's when they share one schedule, as with --sparsity).
+    if (!traces.empty()) row["trace_prediction"] = argmax_class(nets[schedules.of[0]], sample.x);
     for (size_t k = 0; k < methods.size(); ++k) {
+      const interp::Network& explained = nets[traces.empty() ? 0 : schedules.of[k]];
       const Tensor attr = interp::find_method(methods[k]).fn(explained, sample.x, target, params[k]);
       nlohmann::json mj;
       if (insertion) {
@@ -213,7 +218,10 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   }
   if (a.has("out")) {
     nlohmann::json settings;
-    for (size_t k = 0; k < methods.size(); ++k) settings[methods[k]] = settings_json(methods[k], params[k]);
+    for (size_t k = 0; k < methods.size(); ++k) {
+      settings[methods[k]] = settings_json(methods[k], params[k]);
+      if (mode != "off") settings[methods[k]]["sparsity"] = schedules.schedules[schedules.of[k]].describe();
+    }
     const nlohmann::json out = {{"model", {{"arch", m.arch}, {"source", m.source}, {"weights", m.weights_path}}},
                                 {"spade", mode},
                                 {"variant", variant},

@@ -44,6 +44,11 @@ nlohmann::json prediction_json(const Prediction& p, int64_t target, const Model&
           {"target_probability", p.probs.at(target)}};
 }
 
+// meta.json's "spade": the solver mode, the schedule the method's trace used, and its report.
+nlohmann::json spade_json(const std::string& mode, const interp::Trace& t) {
+  return {{"mode", mode}, {"sparsity", t.sparsity}, {"report", interp::trace_report_json(t)}};
+}
+
 // One attribution and everything exported from it.
 struct Result {
   std::string method, variant;  // variant: "dense" or "spade"
@@ -151,28 +156,30 @@ int cmd_explain(int argc, char** argv, int first) {
   for (const std::string& name : methods) params.push_back(method_params(a, name, m));
 
   // On a GPU the plain-gradient passes run there (interp::Network); rule-based ones stay here.
-  std::unique_ptr<interp::DeviceModel> dense_gpu, sparse_gpu;
+  std::unique_ptr<interp::DeviceModel> dense_gpu;
   if (device != Device::CPU) dense_gpu = std::make_unique<interp::DeviceModel>(m.graph, nullptr, device);
   const interp::Network dense{m.graph, nullptr, batch, dense_gpu.get()};
   const Prediction dense_pred = predict(dense, x);
   const int64_t target = target_class(a, m, dense_pred.cls());
 
-  std::unique_ptr<interp::Trace> trace;
-  nlohmann::json spade_json = nullptr, trace_pred_json = nullptr;
+  // One trace per distinct schedule of the methods (each method's own without --sparsity).
+  MethodTraces traces;
   double trace_s = 0;
-  if (use_spade) {
-    trace = std::make_unique<interp::Trace>(spade_trace_of(a, m, mode, device, quiet, &trace_s));
-    spade_json = {{"mode", mode}, {"report", interp::trace_report_json(*trace)}};
+  if (use_spade) traces = spade_traces_of(a, m, methods, mode, device, quiet, &trace_s);
+  std::vector<std::unique_ptr<interp::DeviceModel>> sparse_gpu;
+  std::vector<interp::Network> sparse;
+  std::vector<nlohmann::json> trace_pred_json;
+  for (const interp::Trace& t : traces.traces) {
+    if (device != Device::CPU) sparse_gpu.push_back(std::make_unique<interp::DeviceModel>(m.graph, &t.weights, device));
+    sparse.push_back({m.graph, &t.weights, batch, sparse_gpu.empty() ? nullptr : sparse_gpu.back().get()});
+    trace_pred_json.push_back(prediction_json(predict(sparse.back(), x), target, m));
   }
-  if (trace && device != Device::CPU) sparse_gpu = std::make_unique<interp::DeviceModel>(m.graph, &trace->weights, device);
-  const interp::Network sparse{m.graph, trace ? &trace->weights : nullptr, batch, trace ? sparse_gpu.get() : dense_gpu.get()};
-  if (trace) trace_pred_json = prediction_json(predict(sparse, x), target, m);
+  auto explained_by = [&](size_t k) -> const interp::Network& { return use_spade ? sparse[traces.trace_of[k]] : dense; };
 
   const Image shown = tensor_to_image(x, m.preprocess.mean, m.preprocess.std);
   std::vector<Result> results;  // per method: primary, then dense when comparing
   for (size_t k = 0; k < methods.size(); ++k) {
-    results.push_back(
-        explain_one(use_spade ? sparse : dense, x, target, methods[k], params[k], use_spade ? "spade" : "dense", quiet));
+    results.push_back(explain_one(explained_by(k), x, target, methods[k], params[k], use_spade ? "spade" : "dense", quiet));
     if (compare) results.push_back(explain_one(dense, x, target, methods[k], params[k], "dense", quiet));
   }
   const size_t per_method = compare ? 2 : 1;
@@ -210,8 +217,8 @@ int cmd_explain(int argc, char** argv, int first) {
         {"target", target},
         {"target_label", m.labels.at(target)},
         {"dense_prediction", prediction_json(dense_pred, target, m)},
-        {"trace_prediction", trace_pred_json},
-        {"spade", spade_json},
+        {"trace_prediction", use_spade ? trace_pred_json[traces.trace_of[k]] : nlohmann::json(nullptr)},
+        {"spade", use_spade ? spade_json(mode, traces.traces[traces.trace_of[k]]) : nlohmann::json(nullptr)},
         {"map", {{"min", lo}, {"max", hi}}},
         {"timings", timings},
     };
@@ -229,7 +236,9 @@ int cmd_explain(int argc, char** argv, int first) {
   if (!quiet) {
     std::cout << "target " << target << " (" << m.labels.at(target) << "), dense prediction " << dense_pred.cls() << " ("
               << m.labels.at(dense_pred.cls()) << ", p=" << dense_pred.probs[dense_pred.cls()] << ")";
-    if (trace) std::cout << ", trace prediction " << trace_pred_json["class"].get<int64_t>();
+    for (size_t t = 0; t < trace_pred_json.size(); ++t)
+      std::cout << (t == 0 ? ", trace prediction " : ", ") << trace_pred_json[t]["class"].get<int64_t>() << " ("
+                << traces.traces[t].sparsity << ")";
     std::cout << "\n";
     for (const Result& r : results)
       std::cout << "  " << r.method << " (" << r.variant << "): " << r.seconds << " s\n";

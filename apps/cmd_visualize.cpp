@@ -166,7 +166,7 @@ int cmd_visualize(int argc, char** argv, int first) {
   std::unique_ptr<interp::Trace> trace;
   if (mode != "off") {
     trace = std::make_unique<interp::Trace>(spade_trace_of(a, m, mode, Device::CPU, quiet, &trace_s));
-    spade_json = {{"mode", mode}, {"report", interp::trace_report_json(*trace)}};
+    spade_json = {{"mode", mode}, {"sparsity", trace->sparsity}, {"report", interp::trace_report_json(*trace)}};
     variants.push_back(run("spade", &trace->weights));
   }
 

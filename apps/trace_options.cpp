@@ -1,19 +1,22 @@
 #include "apps/trace_options.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <functional>
 
 #include "engine/error.h"
 #include "formats/image.h"
 #include "formats/npy.h"
+#include "interpret/spade/default_schedules.h"
 
 namespace spade::cli {
 
 void add_trace_options(std::vector<Option>& opts) {
   opts.push_back({"augs", "N", "number of augmentations of the sample", "1024"});
   opts.push_back({"seed", "S", "augmentation seed", "0"});
-  opts.push_back({"sparsity", "S|FILE", "uniform target, or a JSON file mapping layer-name prefixes to targets", "0.9"});
+  opts.push_back({"sparsity", "S|FILE", "uniform target, or a JSON file mapping layer-name prefixes to targets",
+                  "the built-in schedule of the architecture and method (docs/spade.md), else 0.9"});
   opts.push_back({"include-stem", "", "also prune the first conv (the paper does for MobileNetV2)", ""});
   opts.push_back({"include-depthwise", "", "also prune depthwise convs (per-channel Hessians)", ""});
   opts.push_back({"blocksize", "B", "sparsegpt mask block in columns (default kh*kw for convs, 1 for linear)", ""});
@@ -22,9 +25,21 @@ void add_trace_options(std::vector<Option>& opts) {
   opts.push_back({"obc-block", "kxk|1", "obc on convs: kxk = kh*kw input channels at one tap removed together (the paper's), 1 = unstructured", "kxk"});
 }
 
-interp::PruneConfig prune_config_from(const Args& a) {
+interp::SparsitySchedule sparsity_of(const Args& a, const Model& m, const std::string& method) {
+  if (a.has("sparsity")) return interp::SparsitySchedule::parse(a.get("sparsity"));
+  if (auto d = interp::default_schedule(m.arch, method)) return d->schedule;
+  static bool noted = false;  // once per run, however many methods ask
+  if (!noted) {
+    std::fprintf(stderr, "note: %s: no built-in sparsity schedule for architecture \"%s\"; pruning every layer at 0.9 "
+                 "(give --sparsity)\n", m.source.c_str(), m.arch.c_str());
+    noted = true;
+  }
+  return interp::SparsitySchedule::uniform(0.9);
+}
+
+interp::PruneConfig prune_config_from(const Args& a, const Model& m, const std::string& method) {
   interp::PruneConfig cfg;
-  cfg.sparsity = interp::SparsitySchedule::parse(a.get("sparsity"));
+  cfg.sparsity = sparsity_of(a, m, method);
   cfg.selection.include_stem = a.flag("include-stem");
   cfg.selection.include_depthwise = a.flag("include-depthwise");
   if (a.has("blocksize")) {
@@ -77,7 +92,11 @@ void TraceBars::operator()(const std::string& stage, int64_t done, int64_t total
   if (stage != stage_) {
     if (bar_) bar_->finish();
     stage_ = stage;
-    bar_ = std::make_unique<Progress>(stage == "hessians" ? "forward + Hessians" : "solving layers", total);
+    // "solve K/N": the K-th of several schedules (compute_traces).
+    const std::string label = stage == "hessians" ? "forward + Hessians"
+                              : stage == "solve"  ? "solving layers"
+                                                  : "solving layers, schedule " + stage.substr(6);
+    bar_ = std::make_unique<Progress>(label, total);
   }
   bar_->update(done);
 }
@@ -87,21 +106,41 @@ void TraceBars::finish() {
   bar_.reset();
 }
 
-interp::Trace spade_trace_of(const Args& a, const Model& m, const std::string& mode, Device device, bool quiet,
-                             double* seconds) {
+MethodSchedules method_schedules(const Args& a, const Model& m, const std::vector<std::string>& methods) {
+  MethodSchedules out;
+  for (const std::string& method : methods) {
+    const interp::SparsitySchedule s = sparsity_of(a, m, method);
+    size_t i = 0;
+    while (i < out.schedules.size() && !out.schedules[i].same_targets(s)) ++i;
+    if (i == out.schedules.size()) out.schedules.push_back(s);
+    out.of.push_back(i);
+  }
+  return out;
+}
+
+MethodTraces spade_traces_of(const Args& a, const Model& m, const std::vector<std::string>& methods,
+                             const std::string& mode, Device device, bool quiet, double* seconds) {
   if (mode != "fast" && mode != "exact") throw Error("--spade: expected fast or exact, got \"" + mode + "\"");
   if (m.weights_path.empty())
     throw Error(m.source + ": no weights to prune: give --weights FILE (or a model .json that names its weights)");
-  interp::PruneConfig cfg = prune_config_from(a);
+  interp::PruneConfig cfg = prune_config_from(a, m, "");
   cfg.solver = mode == "fast" ? interp::Solver::SparseGPT : interp::Solver::OBC;
   cfg.device = device;
+  const MethodSchedules ms = method_schedules(a, m, methods);
+  MethodTraces out;
+  out.trace_of = ms.of;
   std::unique_ptr<interp::Calibration> calib = calibration_from(a, m);
   TraceBars bars(quiet);
   const auto t0 = std::chrono::steady_clock::now();
-  interp::Trace trace = interp::compute_trace(m.graph, *calib, cfg, std::ref(bars));
+  out.traces = interp::compute_traces(m.graph, *calib, cfg, ms.schedules, std::ref(bars));
   bars.finish();
   if (seconds) *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return trace;
+  return out;
+}
+
+interp::Trace spade_trace_of(const Args& a, const Model& m, const std::string& mode, Device device, bool quiet,
+                             double* seconds) {
+  return std::move(spade_traces_of(a, m, {""}, mode, device, quiet, seconds).traces[0]);
 }
 
 }  // namespace spade::cli

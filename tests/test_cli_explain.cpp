@@ -14,6 +14,7 @@
 #include "interpret/metrics/insertion_deletion.h"
 #include "interpret/metrics/roc_auc.h"
 #include "interpret/saliency/methods.h"
+#include "interpret/spade/default_schedules.h"
 #include "support/test_support.h"
 
 using namespace spade;
@@ -184,4 +185,47 @@ TEST_CASE("eval saliency reports insertion/deletion, Trojan AUC and pointing as 
     CHECK(bad.err.find("does not match") != std::string::npos);
     CHECK(!fs::exists(f.dir + "/bad.json"));
   }
+}
+
+TEST_CASE("explain --spade without --sparsity: each method's built-in schedule, said in meta.json",
+          "[cli][explain][spade][defaults]") {
+  Fixture f;
+  const std::string out = f.dir + "/defaults";
+  Run r = spade_cli("explain --model " + f.model + " --input " + f.input +
+                    " --method saliency,gradcam --spade fast --augs 8 --quiet --out " + out);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("note:") == std::string::npos);
+  const auto own = interp::default_schedule("cifar_resnet20", "saliency");
+  REQUIRE(own.has_value());
+  const nlohmann::json sal = nlohmann::json::parse(slurp(out + "/saliency/meta.json"));
+  CHECK(sal.at("spade").at("sparsity") == "built-in cifar_resnet20/saliency");
+  CHECK(sal.at("spade").at("report").at("sparsity") == "built-in cifar_resnet20/saliency");
+  const nlohmann::json cam = nlohmann::json::parse(slurp(out + "/gradcam/meta.json"));
+  CHECK(cam.at("spade").at("sparsity") == "built-in cifar_resnet20/other_methods");
+
+  // The same map as the schedule given explicitly, and --sparsity overrides the default.
+  nlohmann::json targets = nlohmann::json::object();
+  for (const auto& [prefix, v] : own->schedule.prefixes()) targets[prefix] = v;
+  const std::string file = f.dir + "/saliency_schedule.json";
+  std::ofstream(file) << targets.dump();
+  const std::string given = f.dir + "/given";
+  REQUIRE(spade_cli("explain --model " + f.model + " --input " + f.input + " --method saliency --spade fast --augs 8 "
+                    "--quiet --sparsity " + file + " --out " + given).status == 0);
+  CHECK(load_npy(given + "/attribution.npy").to_vector() == load_npy(out + "/saliency/attribution.npy").to_vector());
+  CHECK(nlohmann::json::parse(slurp(given + "/meta.json")).at("spade").at("sparsity") == file);
+
+  // An architecture without defaults: every layer at 0.9, and a note that says so.
+  nlohmann::json model = nlohmann::json::parse(slurp(f.model));
+  model["arch"] = "custom";
+  const std::string custom = f.dir + "/custom.json";
+  std::ofstream(custom) << model.dump();
+  const std::string out2 = f.dir + "/custom_out";
+  Run c = spade_cli("explain --model " + custom + " --input " + f.input +
+                    " --method saliency,gradcam --spade fast --augs 8 --quiet --out " + out2);
+  INFO(c.err);
+  REQUIRE(c.status == 0);
+  CHECK(c.err.find("no built-in sparsity schedule for architecture \"custom\"") != std::string::npos);
+  CHECK(c.err.find("note:") == c.err.rfind("note:"));  // once, not per method
+  CHECK(nlohmann::json::parse(slurp(out2 + "/saliency/meta.json")).at("spade").at("sparsity") == "0.9");
 }

@@ -22,6 +22,7 @@
 #include "formats/model.h"
 #include "formats/npy.h"
 #include "interpret/spade/calibration.h"
+#include "interpret/spade/default_schedules.h"
 #include "interpret/spade/trace.h"
 #include "support/cli_failures.h"
 #include "support/test_support.h"
@@ -230,6 +231,7 @@ TEST_CASE("visualize --image --spade fast: the predicted class on the dense mode
   CHECK(meta.at("prediction").at("label") == m.labels.at(predicted));
   CHECK(meta.at("objectives") == json({"logit:" + std::to_string(predicted)}));
   CHECK(meta.at("spade").at("mode") == "fast");
+  CHECK(meta.at("spade").at("sparsity") == "built-in " + m.arch + "/other_methods");
   REQUIRE(!meta.at("spade_result").is_null());
   CHECK(meta.at("spade_result").at("images").at(0).at("curve").size() == 8);
   CHECK(meta.at("timings").at("trace_s").get<double>() > 0.0);
@@ -245,7 +247,8 @@ TEST_CASE("visualize --image --spade fast: the predicted class on the dense mode
   CHECK(final_of(meta, "dense", 0) == Approx(readout(dense).logit(0, predicted)).epsilon(1e-4).margin(1e-5));
 
   // The SPADE variant's value is the logit under the picture's FastSPADE trace (16 augmentations
-  // of seed 0, uniform 0.9), computed here with the library.
+  // of seed 0, the architecture's built-in schedule for no particular method), computed here with
+  // the library.
   interp::AugmentConfig ac;
   ac.size = 32;
   ac.mean = m.preprocess.mean;
@@ -253,6 +256,7 @@ TEST_CASE("visualize --image --spade fast: the predicted class on the dense mode
   const auto calib = interp::augmented_calibration(picture, ac, 16, 0);
   interp::PruneConfig pc;
   pc.solver = interp::Solver::SparseGPT;
+  pc.sparsity = interp::default_schedule(m.arch, "").value().schedule;
   const interp::Trace trace = interp::compute_trace(m.graph, *calib, pc);
   REQUIRE(!trace.weights.empty());
   CHECK(final_of(meta, "spade_result", 0) ==

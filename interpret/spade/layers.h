@@ -41,6 +41,8 @@ class SparsitySchedule {
   double target(const std::string& layer) const;
   const std::map<std::string, double>& prefixes() const { return prefixes_; }
   std::string describe() const;  // "0.9" or the file name
+  // The same targets for every layer name (the sources may differ).
+  bool same_targets(const SparsitySchedule& o) const { return default_ == o.default_ && prefixes_ == o.prefixes_; }
 
  private:
   double default_ = 0.0;
