@@ -33,11 +33,12 @@ if [ "$mode" = sanitize ]; then
     -DSPADE_SANITIZE=ON -DSPADE_CUDA=OFF >/dev/null
   cmake --build "$sbuild" -j "$jobs" --target spade spade_tests
   # Any report fails the test that triggered it; leaks are reported too. The tests on ../shared's
-  # real data (whole-dataset sweeps) run in the ordinary build only.
+  # real data (whole-dataset sweeps) and those labelled long (tests/CMakeLists.txt) run in the
+  # ordinary build only.
   export SPADE_TEST_SKIP_SHARED=1
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-  (cd "$sbuild" && ctest --output-on-failure -j "$jobs" ${SPADE_SANITIZE_CTEST_ARGS:-})
+  (cd "$sbuild" && ctest --output-on-failure -j "$jobs" -LE long ${SPADE_SANITIZE_CTEST_ARGS:-})
   exit 0
 fi
 # shellcheck disable=SC2086

@@ -652,7 +652,7 @@ TEST_CASE("demo: the trigger flips the prediction, maps and panel are written", 
 // The exact (OBC) variant is left to "eval trojan: table, per-sample results ..." above, on the
 // small fixture model: with it on this full-width model, this was the slowest test of the
 // sanitizer build (287 s).
-TEST_CASE("the committed backdoored model: eval trojan and the demo", "[experiments][cli]") {
+TEST_CASE("the committed backdoored model: eval trojan and the demo", "[experiments][cli][long]") {
   const std::string model = repo_path("models/cifar_resnet20_trojan.json");
   const std::string rules = repo_path("models/trojan-eval.rules.json");
   if (!fs::exists(model)) {

@@ -87,7 +87,7 @@ TEST_CASE("explain writes the method's attribution, its channel sum, PNGs and me
   }
 }
 
-TEST_CASE("explain --method all --spade fast --compare writes every method for both models", "[cli][explain][spade]") {
+TEST_CASE("explain --method all --spade fast --compare writes every method for both models", "[cli][explain][spade][long]") {
   Fixture f;
   const std::string out = f.dir + "/all";
   Run r = spade_cli("explain --model " + f.model + " --input " + f.input +
@@ -145,7 +145,7 @@ TEST_CASE("explain refuses bad input with one line and writes nothing", "[cli][e
 }
 
 TEST_CASE("eval saliency reports insertion/deletion, Trojan AUC and pointing as the library computes them",
-          "[cli][explain][metrics]") {
+          "[cli][explain][metrics][long]") {
   Fixture f;
   // A square "trigger" mask of the input's size.
   Tensor mask = Tensor::zeros({32, 32});

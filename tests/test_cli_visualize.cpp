@@ -335,7 +335,7 @@ TEST_CASE("visualize fails with one line and leaves no output directory", "[cli]
   test::check_cli_failures(cases, out);
 }
 
-TEST_CASE("eval featurevis: votes, rates and stuck counts agree with the per-image record", "[cli][featurevis]") {
+TEST_CASE("eval featurevis: votes, rates and stuck counts agree with the per-image record", "[cli][featurevis][long]") {
   REQUIRE(fs::exists(model_path()));
   const std::string dir = test::temp_dir(), data = dir + "/data", out = dir + "/fv";
   const char* classes[3] = {"airplane", "automobile", "bird"};

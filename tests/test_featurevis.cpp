@@ -246,7 +246,7 @@ TEST_CASE("visualising a linear model's class recovers its direction's pattern",
   CHECK(r.curve.back()[0] > r.curve.front()[0]);
 }
 
-TEST_CASE("the objective rises on a CIFAR ResNet, for channels, neurons and logits", "[featurevis]") {
+TEST_CASE("the objective rises on a CIFAR ResNet, for channels, neurons and logits", "[featurevis][long]") {
   // A trained network (the repository's backdoored ResNet-20): with random weights the activations
   // of a deep ResNet are too small for a short run to show anything.
   const Model m = load_model(std::string(SPADE_TEST_DATA_DIR) + "/../../models/cifar_resnet20_trojan.json");

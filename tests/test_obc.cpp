@@ -315,7 +315,7 @@ TEST_CASE("obc_prune at sparsity 0 leaves W bit-identical and at 1 zeroes it", "
 }
 
 TEST_CASE("obc_prune's loss is the reconstruction error it causes, on layers that use the lazy updates",
-          "[obc]") {
+          "[obc][long]") {
   // cols well above the lazily buffered downdate columns, so the stale inverse is updated
   // several times (and above the update's 480-row blocking for the last two); compared with the
   // sequential textbook OBS as well.

@@ -204,7 +204,7 @@ TEST_CASE("gradient-based saliency methods match the PyTorch references", "[sali
   }
 }
 
-TEST_CASE("integrated gradients add up to f(x) - f(0)", "[saliency][golden][properties]") {
+TEST_CASE("integrated gradients add up to f(x) - f(0)", "[saliency][golden][properties][long]") {
   // Completeness holds for the exact path integral; what is left is Gauss-Legendre's error. The
   // random-weight network has thousands of kinks along the path, so quadrature converges
   // slowly: the generator measured the float64 error at 400 steps (2.1e-3 of f(x) - f(0)); allow
@@ -261,7 +261,7 @@ TEST_CASE("smoothgrad without noise is the wrapped method", "[saliency][golden][
 }
 
 TEST_CASE("gradient shap with a zero baseline and no noise estimates integrated gradients",
-          "[saliency][golden][properties]") {
+          "[saliency][golden][properties][long]") {
   // With baselines {0} and stdev 0, each sample is (x - 0) * grad(alpha x), alpha ~ U(0, 1): a
   // Monte Carlo estimate of the IG integral. Its expected relative L2 error with 256 samples,
   // from the integrand's variance along the path in float64, is recorded by the generator (0.118;
@@ -285,7 +285,7 @@ TEST_CASE("gradient shap with a zero baseline and no noise estimates integrated 
   CHECK(err <= 2 * expected);
 }
 
-TEST_CASE("saliency maps do not depend on the pass batch size", "[saliency][golden][properties]") {
+TEST_CASE("saliency maps do not depend on the pass batch size", "[saliency][golden][properties][long]") {
   // Methods run their passes net.batch images at a time; each image's computation is its own and
   // random draws depend on the seed and the sample index only, so batch 1 and batch 5 must give
   // the same maps. Not bit for bit: the engine's convolution rounds differently for different
