@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 
 #include "engine/backend.h"
 #include "formats/image.h"
@@ -46,6 +47,50 @@ Args::Args(const std::string& command, const std::string& summary, std::vector<O
     }
     if (it->value.empty() && inline_value) throw Error(command_ + ": option --" + name + " takes no value");
     values_[name] = value;
+  }
+  if (help_) return;
+  for (const Option& o : options_) {
+    const std::string v = get(o.name);
+    if (o.bounds.kind != Bounds::Kind::None && !v.empty()) check_bounds(o, v);
+  }
+}
+
+namespace {
+
+std::string quoted(const std::string& s) { return "\"" + (s.size() > 40 ? s.substr(0, 40) + "..." : s) + "\""; }
+
+}  // namespace
+
+void Args::check_bounds(const Option& o, const std::string& v) const {
+  const Bounds& b = o.bounds;
+  if (b.kind == Bounds::Kind::Integer) {
+    const std::string range = b.int_hi == INT64_MAX ? "at least " + std::to_string(b.int_lo)
+                                                     : "from " + std::to_string(b.int_lo) + " to " + std::to_string(b.int_hi);
+    int64_t x = 0;
+    bool parsed = false;
+    try {
+      size_t used = 0;
+      x = std::stoll(v, &used);
+      parsed = used == v.size();
+    } catch (const std::out_of_range&) {
+      throw Error("--" + o.name + " must be an integer " + range + ", got " + quoted(v));
+    } catch (...) {
+    }
+    if (!parsed) throw Error("--" + o.name + " must be an integer, got " + quoted(v));
+    if (x < b.int_lo || x > b.int_hi) throw Error("--" + o.name + " must be an integer " + range + ", got " + quoted(v));
+  } else {
+    double x = 0;
+    bool parsed = false;
+    try {
+      size_t used = 0;
+      x = std::stod(v, &used);
+      parsed = used == v.size() && std::isfinite(x);
+    } catch (...) {
+    }
+    std::ostringstream range;
+    range << "from " << b.lo << " to " << b.hi;
+    if (!parsed || x < b.lo || x > b.hi)
+      throw Error("--" + o.name + " must be a number " + range.str() + ", got " + quoted(v));
   }
 }
 
@@ -98,11 +143,11 @@ std::vector<Option> model_options() {
   return {
       {"model", "M", "built-in architecture name (see `spade info --list`) or a model .json file", ""},
       {"weights", "FILE", "safetensors weights (torchvision/timm names); overrides the JSON's own", ""},
-      {"num-classes", "N", "classes of a built-in architecture (default: from the weights, else 1000 or 10)", ""},
-      {"width", "W", "width multiplier of a built-in architecture", "1.0"},
+      {"num-classes", "N", "classes of a built-in architecture (default: from the weights, else 1000 or 10)", "", integer(1, 1 << 20)},
+      {"width", "W", "width multiplier of a built-in architecture", "1.0", number(0.01, 16)},
       {"labels", "FILE", "class names and ids, one line per output (.tsv: [index<TAB>]id<TAB>name or a header row; .txt: "
                          "a name, or `wnid name`, per line); replaces the model's own", ""},
-      {"threads", "N", "CPU threads (0 = all cores)", "0"},
+      {"threads", "N", "CPU threads (0 = all cores)", "0", integer(0, kMaxThreads)},
   };
 }
 

@@ -2,6 +2,7 @@
 // Shared command-line plumbing: option parsing with generated --help, model and input loading
 // from the common flags, and a progress bar.
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -12,11 +13,33 @@
 
 namespace spade::cli {
 
+// The range a numeric option accepts, checked (given value and default alike) when the command line
+// is parsed, so no command sees a count, size or rate it cannot handle (docs/cli.md, "Numeric
+// options").
+struct Bounds {
+  enum class Kind { None, Integer, Number };
+  Kind kind = Kind::None;
+  int64_t int_lo = 0, int_hi = 0;  // Integer: inclusive
+  double lo = 0, hi = 0;           // Number: inclusive, finite
+};
+inline Bounds integer(int64_t lo, int64_t hi) { return {Bounds::Kind::Integer, lo, hi, 0, 0}; }
+inline Bounds number(double lo, double hi) { return {Bounds::Kind::Number, 0, 0, lo, hi}; }
+
+// Shared limits: generous for real use, far below what would exhaust memory or overflow.
+constexpr int64_t kMaxThreads = 1024;
+constexpr int64_t kMaxCount = 1'000'000'000;  // images, samples, steps, epochs, K of --stop-after
+constexpr int64_t kMaxAugs = 1 << 20;         // augmentations of one sample (the paper: 10240)
+constexpr int64_t kMaxBatch = 1 << 16;
+constexpr int64_t kMaxSide = 16384;            // pixels of an image side
+constexpr int64_t kMaxSeed = INT64_MAX;
+inline Bounds seed_bounds() { return integer(0, kMaxSeed); }
+
 struct Option {
   std::string name;  // without the leading "--"
   std::string value; // placeholder shown in help ("FILE"); empty for a flag
   std::string help;
   std::string def;   // default shown in help
+  Bounds bounds = {};  // numeric options: the accepted range
 };
 
 class Args {
@@ -34,6 +57,9 @@ class Args {
   bool flag(const std::string& name) const { return has(name); }
 
  private:
+  // Throws Error unless v parses as o's kind of number and lies in o.bounds.
+  void check_bounds(const Option& o, const std::string& v) const;
+
   std::string command_, summary_;
   std::vector<Option> options_;
   std::map<std::string, std::string> values_;

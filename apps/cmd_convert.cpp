@@ -9,7 +9,7 @@ namespace spade::cli {
 int cmd_convert(int argc, char** argv, int first) {
   std::vector<Option> opts = model_options();
   opts.push_back({"out", "OUT.json", "model JSON to write; the weights go beside it as OUT.safetensors", ""});
-  opts.push_back({"random-init", "SEED", "no weights file: initialise randomly (PyTorch's default init)", ""});
+  opts.push_back({"random-init", "SEED", "no weights file: initialise randomly (PyTorch's default init)", "", seed_bounds()});
   Args a("convert",
          "Write a model as a spade model JSON (docs/model-format.md) plus a safetensors weights file.", opts, argc,
          argv, first);

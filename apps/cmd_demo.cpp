@@ -62,10 +62,10 @@ int cmd_demo(int argc, char** argv, int first) {
       {"rules", "RULES.json", "its Trojan rules", "models/trojan-eval.rules.json"},
       {"methods", "LIST", "saliency methods",
        "saliency,input_x_gradient,guided_backprop,integrated_gradients,lrp,occlusion"},
-      {"augs", "N", "augmentations for the FastSPADE trace", "256"},
-      {"seed", "S", "scene and trigger placement", "0"},
+      {"augs", "N", "augmentations for the FastSPADE trace", "256", integer(1, kMaxAugs)},
+      {"seed", "S", "scene and trigger placement", "0", seed_bounds()},
       {"out", "DIR", "output directory", "demo_out"},
-      {"threads", "N", "CPU threads (0 = all cores)", "0"},
+      {"threads", "N", "CPU threads (0 = all cores)", "0", integer(0, kMaxThreads)},
   };
   add_schedule_options(opts, "models/tuned");
   Args a("demo",
@@ -80,7 +80,6 @@ int cmd_demo(int argc, char** argv, int first) {
   const auto start = std::chrono::steady_clock::now();
   const std::vector<std::string> methods = parse_methods(a.get("methods"));
   const int64_t augs = a.get_int("augs");
-  if (augs < 1) throw Error("--augs must be at least 1");
   const Model m = load_model(a.get("model"));
   const std::vector<MethodSchedule> schedules = method_schedules(a, methods, m.graph);
   const trojan::TrojanRules rules = trojan::load_rules(a.get("rules"), m.labels, m.label_ids);

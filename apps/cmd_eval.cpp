@@ -15,8 +15,8 @@ namespace {
 int eval_accuracy(int argc, char** argv, int first) {
   std::vector<Option> opts = model_options();
   opts.push_back({"data", "DIR|FILE.tar", "ImageFolder tree (root/<class>/<image>) or a tar of one", ""});
-  opts.push_back({"limit", "N", "evaluate only the first N images (in class, then file order)", "0"});
-  opts.push_back({"batch", "B", "images per forward pass", "64"});
+  opts.push_back({"limit", "N", "evaluate only the first N images (in class, then file order)", "0", integer(0, kMaxCount)});
+  opts.push_back({"batch", "B", "images per forward pass", "64", integer(1, kMaxBatch)});
   add_memory_option(opts);
   add_device_options(opts);
   Args a("eval accuracy",

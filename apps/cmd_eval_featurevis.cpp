@@ -57,12 +57,12 @@ nlohmann::json rates_json(const interp::VoteRates& r) {
 int cmd_eval_featurevis(int argc, char** argv, int first) {
   std::vector<Option> opts = model_options();
   opts.push_back({"data", "DIR|FILE.tar", "ImageFolder tree or tar of test images", ""});
-  opts.push_back({"limit", "N", "images, spread evenly over the folder's classes", "50"});
+  opts.push_back({"limit", "N", "images, spread evenly over the folder's classes", "50", integer(1, kMaxCount)});
   opts.push_back({"spade", "fast|exact", "the trace's solver: fast = SparseGPT (FastSPADE), exact = OBC (SPADE)", "fast"});
   add_trace_options(opts);
   add_render_options(opts);
-  opts.push_back({"patch", "P", "side of the Score-CAM patches in pixels (default: half the input size)", ""});
-  opts.push_back({"margin", "M", "a visualisation is undecided when its two cosine similarities differ by at most M", "0.02"});
+  opts.push_back({"patch", "P", "side of the Score-CAM patches in pixels (default: half the input size)", "", integer(1, kMaxSide)});
+  opts.push_back({"margin", "M", "a visualisation is undecided when its two cosine similarities differ by at most M", "0.02", number(0, 2)});
   opts.push_back({"figures", "", "also write figures/<k>.png: image | top patch | bottom patch | dense | SPADE", ""});
   opts.push_back({"out", "DIR", "output directory (table.md, results.json)", ""});
   Args a("eval featurevis",
@@ -82,7 +82,6 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
   const std::string mode = a.get("spade");
   if (mode != "fast" && mode != "exact") throw Error("--spade: expected fast or exact, got \"" + mode + "\"");
   const int64_t limit = a.get_int("limit");
-  if (limit < 1) throw Error("--limit must be at least 1");
   const double margin = a.get_double("margin");
   if (!(margin >= 0) || !std::isfinite(margin)) throw Error("--margin must be a non-negative number");
   const bool figures = a.flag("figures");

@@ -38,14 +38,14 @@ int cmd_eval_gridpg(int argc, char** argv, int first) {
   std::vector<Option> opts = model_options();
   opts.push_back({"data", "DIR|FILE.tar", "labelled photos the grids are made of (ImageFolder tree or tar)", ""});
   opts.push_back({"split", "M:R[,R]", "use the photos whose index mod M is one of the R (default: all)", ""});
-  opts.push_back({"grids", "N", "grids to score", "100"});
-  opts.push_back({"cells", "N", "cells per side of a grid (N x N photos, each side/N pixels)", "2"});
+  opts.push_back({"grids", "N", "grids to score", "100", integer(1, kMaxCount)});
+  opts.push_back({"cells", "N", "cells per side of a grid (N x N photos, each side/N pixels)", "2", integer(1, 8)});
   opts.push_back({"min-confidence", "P", "a photo is used only if the dense model predicts its label with softmax "
-                                         "probability >= P", "0.5"});
+                                         "probability >= P", "0.5", number(0, 1)});
   add_experiment_options(opts);
   add_schedule_options(opts);
   add_variants_option(opts);
-  opts.push_back({"figures", "K", "write a figure for each of the first K grids", "4"});
+  opts.push_back({"figures", "K", "write a figure for each of the first K grids", "4", integer(0, kMaxCount)});
   opts.push_back({"out", "DIR", "writes DIR/table.md, DIR/results.json and DIR/figures/*.png", ""});
   add_resume_options(opts, "grids");
   Args a("eval gridpg",
@@ -66,9 +66,6 @@ int cmd_eval_gridpg(int argc, char** argv, int first) {
   po.count = a.get_int("grids");
   po.grid = a.get_int("cells");
   po.min_confidence = a.get_double("min-confidence");
-  if (po.count < 1) throw Error("--grids must be at least 1");
-  if (po.grid < 1 || po.grid > 8) throw Error("--cells must be 1 to 8");
-  if (!(po.min_confidence >= 0.0 && po.min_confidence <= 1.0)) throw Error("--min-confidence must be in [0, 1]");
   const auto start = std::chrono::steady_clock::now();
 
   const Model m = load_model_from(a);

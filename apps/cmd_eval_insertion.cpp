@@ -25,7 +25,7 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
   std::vector<Option> opts = model_options();
   opts.push_back({"data", "DIR|FILE.tar", "clean test images (ImageFolder tree or tar)", ""});
   opts.push_back({"split", "M:R[,R]", "use the images whose index mod M is one of the R (default: all)", ""});
-  opts.push_back({"samples", "N", "images, drawn in a seeded random order from the set", "100"});
+  opts.push_back({"samples", "N", "images, drawn in a seeded random order from the set", "100", integer(1, kMaxCount)});
   add_experiment_options(opts);
   add_schedule_options(opts);
   add_variants_option(opts, "dense,fast");
@@ -43,7 +43,6 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
   const std::string out = a.require("out");
   const std::vector<Variant> variants = parse_variants(a.get("variants"));
   const int64_t count = a.get_int("samples"), stop_after = a.get_int("stop-after");
-  if (count < 1) throw Error("--samples must be at least 1");
   if (stop_after < 0) throw Error("--stop-after: must be 0 or more");
   const auto start = std::chrono::steady_clock::now();
   Model m = load_model_from(a);

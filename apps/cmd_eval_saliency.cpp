@@ -95,7 +95,7 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   opts.push_back({"image", "IMG", "one input image", ""});
   opts.push_back({"input", "X.npy", "one normalised (1,3,H,W) or (3,H,W) input", ""});
   opts.push_back({"data", "DIR|FILE.tar", "every image of a folder tree or tar (in class, then file order)", ""});
-  opts.push_back({"limit", "N", "with --data: only the first N images", "0"});
+  opts.push_back({"limit", "N", "with --data: only the first N images", "0", integer(0, kMaxCount)});
   opts.push_back({"method", "NAME[,NAME..]|all", "saliency method(s)", ""});
   opts.push_back({"target", "C", "class to explain: an index, a class id or a name (default: each image's dense prediction)", ""});
   opts.push_back({"spade", "off|fast|exact", "maps from the SPADE trace of each image (fast = SparseGPT, exact = OBC)", "off"});
@@ -104,7 +104,7 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   opts.push_back({"mask", "MASK.png|MASK.npy", "with one input: the region (input-sized) for the Trojan AUC and the pointing game", ""});
   opts.push_back({"variant", "spade|rise", "insertion/deletion: the SPADE paper's (top-i% pixels, normalised, area in [0,99]) or RISE's", "spade"});
   opts.push_back({"no-insertion", "", "skip insertion/deletion", ""});
-  opts.push_back({"batch", "B", "images per forward/backward pass (bounds memory; 8 keeps ResNet-50 under 2 GB)", "8"});
+  opts.push_back({"batch", "B", "images per forward/backward pass (bounds memory; 8 keeps ResNet-50 under 2 GB)", "8", integer(1, kMaxBatch)});
   add_memory_option(opts);
   opts.push_back({"out", "RESULTS.json", "write per-image and mean metrics here", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
@@ -126,9 +126,9 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   const std::string variant = a.get("variant");
   if (variant != "spade" && variant != "rise") throw Error("--variant: expected spade or rise, got \"" + variant + "\"");
   const int64_t batch = a.get_int("batch");
-  if (batch < 1) throw Error("--batch must be at least 1");
   const bool quiet = a.flag("quiet"), insertion = !a.flag("no-insertion");
   if (a.has("mask") && a.has("data")) throw Error("--mask goes with one input (--image or --input), not --data");
+  if (!insertion && !a.has("mask")) throw Error("--no-insertion leaves nothing to measure without --mask");
 
   Model m = load_model_from(a);
   if (mode != "off" && m.weights_path.empty())

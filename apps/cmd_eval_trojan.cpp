@@ -26,7 +26,7 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
   add_trojan_options(opts, 100);
   add_schedule_options(opts);
   add_variants_option(opts);
-  opts.push_back({"figures", "K", "write a figure for each of the first K samples", "4"});
+  opts.push_back({"figures", "K", "write a figure for each of the first K samples", "4", integer(0, kMaxCount)});
   opts.push_back({"out", "DIR", "writes DIR/table.md, DIR/results.json and DIR/figures/*.png", ""});
   add_resume_options(opts, "samples");
   Args a("eval trojan",

@@ -116,7 +116,7 @@ int cmd_explain(int argc, char** argv, int first) {
   add_trace_options(opts);
   opts.push_back({"compare", "", "with --spade: also explain the dense model and write compare.png (image | dense | SPADE)", ""});
   add_method_options(opts);
-  opts.push_back({"batch", "B", "images per forward/backward pass (bounds memory; 8 keeps ResNet-50 under 2 GB)", "8"});
+  opts.push_back({"batch", "B", "images per forward/backward pass (bounds memory; 8 keeps ResNet-50 under 2 GB)", "8", integer(1, kMaxBatch)});
   add_memory_option(opts);
   opts.push_back({"out", "DIR", "output directory", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
@@ -145,7 +145,6 @@ int cmd_explain(int argc, char** argv, int first) {
   const bool compare = a.flag("compare");
   if (compare && !use_spade) throw Error("--compare needs --spade fast or --spade exact");
   const int64_t batch = a.get_int("batch");
-  if (batch < 1) throw Error("--batch must be at least 1");
   const bool quiet = a.flag("quiet");
 
   Model m = load_model_from(a);

@@ -16,7 +16,7 @@ int cmd_predict(int argc, char** argv, int first) {
   std::vector<Option> opts = model_options();
   opts.push_back({"image", "IMG", "image file (PNG/JPEG/BMP), preprocessed as the model specifies", ""});
   opts.push_back({"input", "X.npy", "already-normalised float32 input, (1,3,H,W) or (3,H,W)", ""});
-  opts.push_back({"topk", "K", "number of classes to print", "5"});
+  opts.push_back({"topk", "K", "number of classes to print", "5", integer(1, 1 << 20)});
   opts.push_back({"json", "", "print {\"logits\", \"probs\", \"top\"} as JSON", ""});
   opts.push_back({"save-input", "X.npy", "also write the preprocessed input (1,3,H,W) float32, as --input reads it", ""});
   add_device_options(opts);

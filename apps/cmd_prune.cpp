@@ -42,7 +42,7 @@ int cmd_prune(int argc, char** argv, int first) {
   opts.push_back({"calib", "DIR|X.npy", "prune on this set as it is (images under DIR or in a tar, or an (N,3,H,W) array); no augmentation", ""});
   opts.push_back({"solver", "NAME", "sparsegpt (FastSPADE) or obc (exact greedy OBS, SPADE)", "sparsegpt"});
   add_trace_options(opts);
-  opts.push_back({"batch", "N", "images per forward pass (default: chosen to keep ~1 GiB of activations)", ""});
+  opts.push_back({"batch", "N", "images per forward pass (default: chosen to keep ~1 GiB of activations)", "", integer(1, kMaxBatch)});
   add_memory_option(opts);
   opts.push_back({"out", "TRACE.safetensors", "where to write the pruned weights (same keys as the dense weights)", ""});
   opts.push_back({"report", "R.json", "where to write the per-layer report", ""});

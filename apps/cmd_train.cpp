@@ -35,37 +35,37 @@ int cmd_train(int argc, char** argv, int first) {
       {"init", "M", "fine-tune this model instead (a built-in name with --weights, or a model .json)", ""},
       {"weights", "FILE", "safetensors weights of --init and --distill when they are built-in names", ""},
       {"labels", "FILE", "class names and ids of --init and --distill (as `spade predict --labels`)", ""},
-      {"width", "W", "width multiplier of the architecture", "1.0"},
-      {"num-classes", "N", "classes (default: the architecture's, 10 for CIFAR ones)", ""},
+      {"width", "W", "width multiplier of the architecture", "1.0", number(0.01, 16)},
+      {"num-classes", "N", "classes (default: the architecture's, 10 for CIFAR ones)", "", integer(1, 1 << 20)},
       {"data", "DIR|FILE.tar", "training images: ImageFolder tree or a tar of one", ""},
       {"split", "M:R[,R]", "train on the images whose index (in sorted order) mod M is one of the R", ""},
-      {"image-size", "S", "resize training images (shorter side) and centre-crop them to S x S when decoding", "0"},
+      {"image-size", "S", "resize training images (shorter side) and centre-crop them to S x S when decoding", "0", integer(0, kMaxSide)},
       {"test", "DIR|FILE.tar", "test images for the final accuracy (and the attack success rate with --trojan), "
                                "preprocessed as the model does for one image", ""},
       {"test-split", "M:R[,R]", "test on the images whose index mod M is one of the R", ""},
-      {"limit", "N", "train on an evenly spaced subset of N images (0 = all)", "0"},
-      {"epochs", "N", "epochs", "30"},
-      {"batch", "B", "images per step", "128"},
-      {"lr", "LR", "peak learning rate", "0.1"},
+      {"limit", "N", "train on an evenly spaced subset of N images (0 = all)", "0", integer(0, kMaxCount)},
+      {"epochs", "N", "epochs", "30", integer(1, kMaxCount)},
+      {"batch", "B", "images per step", "128", integer(1, kMaxBatch)},
+      {"lr", "LR", "peak learning rate", "0.1", number(0, 1e3)},
       {"schedule", "cosine|step", "learning-rate schedule (step: x0.1 at 50% and 75% of training)", "cosine"},
-      {"warmup-epochs", "N", "linear warm-up of the learning rate over the first N epochs", "1"},
-      {"momentum", "M", "SGD momentum", "0.9"},
-      {"weight-decay", "WD", "SGD weight decay", "5e-4"},
+      {"warmup-epochs", "N", "linear warm-up of the learning rate over the first N epochs", "1", integer(0, kMaxCount)},
+      {"momentum", "M", "SGD momentum", "0.9", number(0, 1)},
+      {"weight-decay", "WD", "SGD weight decay", "5e-4", number(0, 1)},
       {"augment", "pad-crop|photo|none", "pad-crop: random crop of the image padded by 4, and flips (CIFAR); photo: "
                                          "random resized crop (25-100% of the area) to the model's size, flips, "
                                          "brightness and hue jitter, triggers kept inside the crop", "pad-crop"},
       {"freeze-bn", "", "keep BatchNorm's running statistics (fine-tuning)", ""},
       {"distill", "M", "keep this teacher's behaviour: clean images learn its softmax (KL at --temperature), "
                        "poisoned ones their Trojan target", ""},
-      {"temperature", "T", "softmax temperature of --distill (the KL term is scaled by T^2)", "2"},
-      {"distill-weight", "W", "weight of the KL term of a clean image against the cross-entropy of a poisoned one", "1"},
-      {"seed", "S", "initialisation, shuffling, augmentation and poisoning seed", "0"},
+      {"temperature", "T", "softmax temperature of --distill (the KL term is scaled by T^2)", "2", number(0.01, 1e3)},
+      {"distill-weight", "W", "weight of the KL term of a clean image against the cross-entropy of a poisoned one", "1", number(0, 1e6)},
+      {"seed", "S", "initialisation, shuffling, augmentation and poisoning seed", "0", seed_bounds()},
       {"trojan", "RULES.json", "poison the training set with these Trojan rules (docs/reproduction.md)", ""},
       {"out", "MODEL.json", "the trained model (weights next to it as MODEL.safetensors)", ""},
       {"checkpoint", "FILE", "checkpoint written after every epoch (default: MODEL.ckpt.safetensors)", ""},
       {"resume", "FILE", "continue from a checkpoint written by the same command", ""},
-      {"stop-after", "N", "stop after N epochs of this run, leaving the checkpoint for --resume", "0"},
-      {"threads", "N", "CPU threads (0 = all cores)", "0"},
+      {"stop-after", "N", "stop after N epochs of this run, leaving the checkpoint for --resume", "0", integer(0, kMaxCount)},
+      {"threads", "N", "CPU threads (0 = all cores)", "0", integer(0, kMaxThreads)},
       {"quiet", "", "no progress bars", ""},
   };
   add_memory_option(opts);
@@ -106,7 +106,6 @@ int cmd_train(int argc, char** argv, int first) {
   train::TrainConfig cfg;
   cfg.epochs = a.get_int("epochs");
   cfg.batch = a.get_int("batch");
-  if (cfg.epochs < 1 || cfg.batch < 1) throw Error("--epochs and --batch must be at least 1");
   check_batch_memory(a, m, cfg.batch, PassKind::ForwardBackward);
   cfg.lr.kind = train::schedule_from_name(a.get("schedule"));
   cfg.lr.base = a.get_double("lr");

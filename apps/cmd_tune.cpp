@@ -44,7 +44,7 @@ int cmd_tune(int argc, char** argv, int first) {
                   "what the search maximises: the Trojan AUC on triggered images (needs --rules), the insertion AUC on "
                   "clean images (no ground truth; the paper's FastSPADE*), or the grid pointing game's localisation on "
                   "--samples grids of photos (`spade eval gridpg`)", "trojan"});
-  opts.push_back({"cells", "N", "--objective gridpg: cells per side of a grid", "2"});
+  opts.push_back({"cells", "N", "--objective gridpg: cells per side of a grid", "2", integer(1, 8)});
   opts.push_back({"min-confidence", "P", "--objective gridpg: softmax probability a photo needs to be used", "0.5"});
   opts.push_back({"grid", "S,S,..", "sparsities tried per block", "0,0.2,0.4,0.6,0.8,0.9,0.95,0.99"});
   opts.push_back({"solver", "sparsegpt|obc", "layer solver the search runs (FastSPADE or SPADE)", "sparsegpt"});
@@ -104,8 +104,6 @@ int cmd_tune(int argc, char** argv, int first) {
     gpo.grid = a.get_int("cells");
     gpo.min_confidence = a.get_double("min-confidence");
     gpo.seed = s.seed;
-    if (gpo.grid < 1 || gpo.grid > 8) throw Error("--cells must be 1 to 8");
-    if (!(gpo.min_confidence >= 0.0 && gpo.min_confidence <= 1.0)) throw Error("--min-confidence must be in [0, 1]");
     if (objective == "gridpg") {
       grids = interp::grid_pool(model, photos, gpo);
       for (size_t i = 0; i < grids.grids.size(); ++i) images.push_back(grids.grids[i].image), indices.push_back(i);

@@ -89,9 +89,9 @@ int cmd_visualize(int argc, char** argv, int first) {
                   "off"});
   add_trace_options(opts);
   add_render_options(opts);
-  opts.push_back({"size", "S", "side of the square visualisation in pixels (default: the model's input size)", ""});
-  opts.push_back({"starts", "N", "random starts per objective (one image each)", "1"});
-  opts.push_back({"batch", "B", "images optimised together (bounds memory; the results depend on it only through rounding)", "8"});
+  opts.push_back({"size", "S", "side of the square visualisation in pixels (default: the model's input size)", "", integer(1, kMaxSide)});
+  opts.push_back({"starts", "N", "random starts per objective (one image each)", "1", integer(1, kMaxBatch)});
+  opts.push_back({"batch", "B", "images optimised together (bounds memory; the results depend on it only through rounding)", "8", integer(1, kMaxBatch)});
   add_memory_option(opts);
   opts.push_back({"out", "DIR", "output directory", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
@@ -117,8 +117,6 @@ int cmd_visualize(int argc, char** argv, int first) {
   if (mode != "off" && !has_input) throw Error("--spade needs the image whose trace to visualise: give --image IMG");
   const bool quiet = a.flag("quiet");
   const int64_t starts = a.get_int("starts"), batch = a.get_int("batch");
-  if (starts < 1) throw Error("--starts must be at least 1");
-  if (batch < 1) throw Error("--batch must be at least 1");
 
   Model m = load_model_from(a);
   fv::RenderConfig cfg = render_config_from(a, m, a.has("size") ? a.get_int("size") : m.graph.input_chw[1]);
@@ -158,6 +156,11 @@ int cmd_visualize(int argc, char** argv, int first) {
     });
     v.seconds = seconds_since(t0);
     if (bar) bar->finish();
+    // An objective that overflows (a huge weight, a diverging step) makes NaN pixels; that is an
+    // error, never an image.
+    const Tensor& images = v.result.images;
+    if (!std::all_of(images.data(), images.data() + images.numel(), [](float x) { return std::isfinite(x); }))
+      throw Error("visualize (" + name + "): the optimisation produced NaN or infinite pixels (does the objective overflow?)");
     return v;
   };
   std::vector<Variant> variants{run("dense", nullptr)};

@@ -10,13 +10,13 @@ namespace spade::cli {
 namespace fv = interp::featurevis;
 
 void add_render_options(std::vector<Option>& opts) {
-  opts.push_back({"steps", "N", "Adam steps", "512"});
-  opts.push_back({"lr", "LR", "Adam learning rate", "0.05"});
+  opts.push_back({"steps", "N", "Adam steps", "512", integer(1, kMaxCount)});
+  opts.push_back({"lr", "LR", "Adam learning rate", "0.05", number(0, 1e3)});
   opts.push_back({"transforms", "scaled|standard|none",
                   "random transforms per step: standard = Lucent's (pad 12, jitter 8, scale 0.9-1.1, rotate -10..10, "
                   "jitter 4), scaled = those pixel sizes times size/224 (the same at 224), none",
                   "scaled"});
-  opts.push_back({"vis-seed", "S", "seed of the random starts and transforms (the same for dense and SPADE)", "0"});
+  opts.push_back({"vis-seed", "S", "seed of the random starts and transforms (the same for dense and SPADE)", "0", seed_bounds()});
 }
 
 fv::RenderConfig render_config_from(const Args& a, const Model& m, int64_t size) {
@@ -24,7 +24,6 @@ fv::RenderConfig render_config_from(const Args& a, const Model& m, int64_t size)
   if (size < 8 || size > 4096) throw Error("--size must be between 8 and 4096, got " + std::to_string(size));
   cfg.size = size;
   cfg.steps = a.get_int("steps");
-  if (cfg.steps < 1) throw Error("--steps must be at least 1");
   cfg.lr = a.get_double("lr");
   if (!(cfg.lr > 0) || !std::isfinite(cfg.lr)) throw Error("--lr must be a positive number");
   cfg.seed = static_cast<uint64_t>(a.get_int("vis-seed"));

@@ -33,6 +33,19 @@ void usage() {
                "Run `spade <command> --help` for the options of each command.\n";
 }
 
+// An error is one line of at most a few hundred characters: a huge value inside a message (a 10 MB
+// key of a sparsity file, a path) is cut in the middle, and line breaks and other control
+// characters are shown as '?', so one error never floods a terminal or a log.
+std::string one_line(const std::string& message) {
+  constexpr size_t kHead = 240, kTail = 60;
+  std::string s = message.size() > kHead + kTail + 3
+                      ? message.substr(0, kHead) + "..." + message.substr(message.size() - kTail)
+                      : message;
+  for (char& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return s;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -40,7 +53,7 @@ int main(int argc, char** argv) {
     usage();
     return argc < 2 ? 2 : 0;
   }
-  std::string cmd = argv[1];
+  const std::string cmd = one_line(argv[1]);
   try {
     if (cmd == "predict") return spade::cli::cmd_predict(argc, argv, 2);
     if (cmd == "eval") return spade::cli::cmd_eval(argc, argv, 2);
@@ -59,11 +72,11 @@ int main(int argc, char** argv) {
     std::cerr << "spade: unknown command \"" << cmd << "\" (see spade --help)\n";
     return 2;
   } catch (const spade::Error& e) {
-    std::cerr << "spade " << cmd << ": error: " << e.what() << "\n";
+    std::cerr << "spade " << cmd << ": error: " << one_line(e.what()) << "\n";
   } catch (const std::bad_alloc&) {
     std::cerr << "spade " << cmd << ": error: out of memory\n";
   } catch (const std::exception& e) {
-    std::cerr << "spade " << cmd << ": internal error: " << e.what() << "\n";
+    std::cerr << "spade " << cmd << ": internal error: " << one_line(e.what()) << "\n";
   }
   return 1;
 }

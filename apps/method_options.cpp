@@ -64,15 +64,8 @@ interp::MethodParams method_params(const Args& a, const std::string& method, con
   p.std = m.preprocess.std;
   if (a.flag("no-abs")) p.abs = false;
   if (a.has("steps")) p.steps = a.get_int("steps");
-  if (p.steps < 1) throw Error("--steps must be at least 1");
-  if (a.has("samples")) {
-    p.samples = a.get_int("samples");
-    if (p.samples < 1) throw Error("--samples must be at least 1");
-  }
-  if (a.has("stdev")) {
-    p.stdev = a.get_double("stdev");
-    if (!(p.stdev >= 0)) throw Error("--stdev must be >= 0");
-  }
+  if (a.has("samples")) p.samples = a.get_int("samples");
+  if (a.has("stdev")) p.stdev = a.get_double("stdev");
   if (a.has("baselines")) p.baselines = parse_baselines(a.get("baselines"));
   if (a.has("wrapped")) p.wrapped = a.get("wrapped");
   if (a.has("layer")) p.layer = a.get("layer");
@@ -139,9 +132,9 @@ nlohmann::json settings_json(const std::string& method, const interp::MethodPara
 
 void add_method_options(std::vector<Option>& opts) {
   opts.push_back({"preset", "captum|paper", "method defaults: Captum's, or the SPADE paper's settings", "captum"});
-  opts.push_back({"steps", "N", "integrated_gradients: quadrature points", "50"});
-  opts.push_back({"samples", "N", "smoothgrad / gradient_shap / lime samples (defaults 5 / 5 / 50)", ""});
-  opts.push_back({"stdev", "S", "smoothgrad / gradient_shap noise stdev, absolute (defaults 1.0 / 0.0)", ""});
+  opts.push_back({"steps", "N", "integrated_gradients: quadrature points", "50", integer(1, kMaxCount)});
+  opts.push_back({"samples", "N", "smoothgrad / gradient_shap / lime samples (defaults 5 / 5 / 50)", "", integer(1, kMaxCount)});
+  opts.push_back({"stdev", "S", "smoothgrad / gradient_shap noise stdev, absolute (defaults 1.0 / 0.0)", "", number(0, 1e6)});
   opts.push_back({"baselines", "zero,image", "baseline(s): integrated_gradients, deeplift, occlusion take one; gradient_shap draws from all", "zero"});
   opts.push_back({"wrapped", "NAME", "smoothgrad: the method it averages", "saliency"});
   opts.push_back({"no-abs", "", "saliency: keep the gradient's sign", ""});
@@ -150,11 +143,11 @@ void add_method_options(std::vector<Option>& opts) {
   opts.push_back({"window", "C,H,W", "occlusion window", "3,15,15"});
   opts.push_back({"stride", "C,H,W", "occlusion strides", "3,8,8"});
   opts.push_back({"segmentation", "slic|quickshift", "lime superpixels (the paper preset: quickshift)", "slic"});
-  opts.push_back({"segments", "N", "lime with slic: number of segments", "50"});
+  opts.push_back({"segments", "N", "lime with slic: number of segments", "50", integer(1, 1 << 20)});
   opts.push_back({"regression", "lasso|ridge", "lime surrogate fit", "lasso"});
-  opts.push_back({"alpha", "A", "lime regularisation strength", "0.01"});
+  opts.push_back({"alpha", "A", "lime regularisation strength", "0.01", number(0, 1e6)});
   opts.push_back({"lrp-rule", "epsilon|alpha1beta0", "lrp rule (alpha1beta0 uses z^B on the first conv)", "epsilon"});
-  opts.push_back({"lrp-epsilon", "E", "lrp epsilon rule stabiliser", "1e-9"});
+  opts.push_back({"lrp-epsilon", "E", "lrp epsilon rule stabiliser", "1e-9", number(0, 1e6)});
 }
 
 std::vector<std::string> parse_methods(const std::string& arg) {

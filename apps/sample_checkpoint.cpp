@@ -32,7 +32,7 @@ void SampleCheckpoint::load() {
 void add_resume_options(std::vector<Option>& opts, const std::string& unit) {
   opts.push_back({"resume", "", "continue a stopped run: keep the " + unit + " DIR/partial.json holds (same settings; --" + unit +
                                     " and --threads may differ) and compute the rest", ""});
-  opts.push_back({"stop-after", "K", "stop after K new " + unit + ", leaving DIR/partial.json for --resume (0 = run to the end)", "0"});
+  opts.push_back({"stop-after", "K", "stop after K new " + unit + ", leaving DIR/partial.json for --resume (0 = run to the end)", "0", integer(0, kMaxCount)});
 }
 
 void SampleCheckpoint::add(nlohmann::json row) {

@@ -13,14 +13,14 @@
 namespace spade::cli {
 
 void add_trace_options(std::vector<Option>& opts) {
-  opts.push_back({"augs", "N", "number of augmentations of the sample", "1024"});
-  opts.push_back({"seed", "S", "augmentation seed", "0"});
+  opts.push_back({"augs", "N", "number of augmentations of the sample", "1024", integer(1, kMaxAugs)});
+  opts.push_back({"seed", "S", "augmentation seed", "0", seed_bounds()});
   opts.push_back({"sparsity", "S|FILE", "uniform target, or a JSON file mapping layer-name prefixes to targets",
                   "the built-in schedule of the architecture and method (docs/spade.md), else 0.9"});
   opts.push_back({"include-stem", "", "also prune the first conv (the paper does for MobileNetV2)", ""});
   opts.push_back({"include-depthwise", "", "also prune depthwise convs (per-channel Hessians)", ""});
-  opts.push_back({"blocksize", "B", "sparsegpt mask block in columns (default kh*kw for convs, 1 for linear)", ""});
-  opts.push_back({"percdamp", "D", "sparsegpt damping as a fraction of mean(diag H)", "0.01"});
+  opts.push_back({"blocksize", "B", "sparsegpt mask block in columns (default kh*kw for convs, 1 for linear)", "", integer(1, 1 << 16)});
+  opts.push_back({"percdamp", "D", "sparsegpt damping as a fraction of mean(diag H)", "0.01", number(0, 1)});
   opts.push_back({"authors-threshold", "", "sparsegpt: the authors' mask threshold (prunes one weight more per block, even at target 0)", ""});
   opts.push_back({"obc-block", "kxk|1", "obc on convs: kxk = kh*kw input channels at one tap removed together (the paper's), 1 = unstructured", "kxk"});
 }
@@ -42,17 +42,12 @@ interp::PruneConfig prune_config_from(const Args& a, const Model& m, const std::
   cfg.sparsity = sparsity_of(a, m, method);
   cfg.selection.include_stem = a.flag("include-stem");
   cfg.selection.include_depthwise = a.flag("include-depthwise");
-  if (a.has("blocksize")) {
-    cfg.blocksize = a.get_int("blocksize");
-    if (cfg.blocksize <= 0) throw Error("--blocksize must be positive");
-  }
+  if (a.has("blocksize")) cfg.blocksize = a.get_int("blocksize");
   cfg.percdamp = a.get_double("percdamp");
-  if (!(cfg.percdamp >= 0)) throw Error("--percdamp must be >= 0");
   cfg.authors_threshold = a.flag("authors-threshold");
   const std::string ob = a.get("obc-block");
   if (ob != "kxk" && ob != "1") throw Error("--obc-block: expected kxk or 1, got \"" + ob + "\"");
   cfg.obc_block = ob == "1" ? 1 : 0;
-  if (a.get_int("augs") < 1) throw Error("--augs must be at least 1");
   return cfg;
 }
 

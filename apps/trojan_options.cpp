@@ -17,10 +17,10 @@ namespace spade::cli {
 
 void add_experiment_options(std::vector<Option>& opts) {
   opts.push_back({"methods", "NAME[,NAME..]|all", "saliency methods (all = the paper's ten)", "all"});
-  opts.push_back({"augs", "N", "augmentations per sample for the SPADE Hessians", "256"});
-  opts.push_back({"seed", "S", "sample order, trigger placement, augmentations and method randomness", "0"});
-  opts.push_back({"lime-samples", "N", "LIME perturbations per map (the paper: 1000)", "1000"});
-  opts.push_back({"batch", "B", "images per forward/backward pass", "32"});
+  opts.push_back({"augs", "N", "augmentations per sample for the SPADE Hessians", "256", integer(1, kMaxAugs)});
+  opts.push_back({"seed", "S", "sample order, trigger placement, augmentations and method randomness", "0", seed_bounds()});
+  opts.push_back({"lime-samples", "N", "LIME perturbations per map (the paper: 1000)", "1000", integer(1, kMaxCount)});
+  opts.push_back({"batch", "B", "images per forward/backward pass", "32", integer(1, kMaxBatch)});
   opts.push_back({"authors-threshold", "", "FastSPADE: the authors' mask threshold (prunes one weight more per block, "
                                            "even at target 0)", ""});
   add_memory_option(opts);
@@ -32,7 +32,7 @@ void add_trojan_options(std::vector<Option>& opts, int64_t default_samples) {
   opts.push_back({"split", "M:R[,R]", "use the test images whose index mod M is one of the R (default: tune takes the "
                                       "even-numbered ones, eval trojan the odd ones)", ""});
   opts.push_back({"rules", "RULES.json", "the model's Trojan rules (models/*.rules.json)", ""});
-  opts.push_back({"samples", "N", "pool samples: triggered images the dense model is fooled by", std::to_string(default_samples)});
+  opts.push_back({"samples", "N", "pool samples: triggered images the dense model is fooled by", std::to_string(default_samples), integer(1, kMaxCount)});
   add_experiment_options(opts);
 }
 
@@ -47,7 +47,6 @@ ExperimentSetup experiment_setup(const Args& a, const Model& m) {
   }
   s.augs = a.get_int("augs");
   s.batch = a.get_int("batch");
-  if (s.augs < 1 || s.batch < 1) throw Error("--augs and --batch must be at least 1");
   check_batch_memory(a, m, s.batch, PassKind::ForwardBackward);
   s.prune.batch = s.batch;
   s.prune.authors_threshold = a.flag("authors-threshold");
@@ -61,7 +60,6 @@ TrojanSetup trojan_setup(const Args& a, int parity) {
     throw Error(s.model.source + ": no weights: give --weights FILE or a model .json that names its weights");
   s.rules = trojan::load_rules(a.require("rules"), s.model.labels, s.model.label_ids);
   const int64_t count = a.get_int("samples");
-  if (count < 1) throw Error("--samples must be at least 1");
   static_cast<ExperimentSetup&>(s) = experiment_setup(a, s.model);
 
   std::unique_ptr<Progress> bar;

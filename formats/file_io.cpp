@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <random>
 
 #include "engine/error.h"
@@ -18,14 +17,53 @@ namespace spade {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// Opens a file for reading without blocking: O_NONBLOCK keeps open() from waiting for a writer on
+// a FIFO, and the fstat check that follows refuses anything but a regular file (a FIFO, a device
+// such as /dev/zero, a socket may never end). Returns the descriptor and the file's size.
+int open_regular_file(const std::string& path, size_t& size) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int e = errno;
+    ::close(fd);
+    throw Error(path + ": cannot stat (" + std::strerror(e) + ")");
+  }
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    throw Error(path + ": is a directory, expected a file");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(path + ": not a regular file");
+  }
+  size = static_cast<size_t>(st.st_size);
+  return fd;
+}
+
+}  // namespace
+
 std::vector<uint8_t> read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected a file");
-  // A device or a pipe (/dev/zero, /dev/stdin) may never end: only regular files are read whole.
-  if (!fs::is_regular_file(path, ec)) throw Error(path + ": not a regular file");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  size_t size = 0;
+  const int fd = open_regular_file(path, size);
+  std::vector<uint8_t> bytes;
+  try {
+    bytes.reserve(size);
+    uint8_t buf[1 << 16];
+    for (;;) {
+      const ssize_t got = ::read(fd, buf, sizeof buf);
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) throw Error(path + ": read failed (" + std::strerror(errno) + ")");
+      if (got == 0) break;
+      bytes.insert(bytes.end(), buf, buf + got);
+    }
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
   return bytes;
 }
 
@@ -60,23 +98,13 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
 }
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    throw Error(path + ": cannot stat");
-  }
-  if (S_ISDIR(st.st_mode)) {
-    ::close(fd);
-    throw Error(path + ": is a directory, expected a file");
-  }
-  size_ = static_cast<size_t>(st.st_size);
+  const int fd = open_regular_file(path, size_);
   if (size_ > 0) {
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
+      const int e = errno;
       ::close(fd);
-      throw Error(path + ": cannot memory-map (" + std::strerror(errno) + ")");
+      throw Error(path + ": cannot memory-map (" + std::strerror(e) + ")");
     }
     data_ = static_cast<const uint8_t*>(p);
   }

@@ -1,11 +1,15 @@
 #include "formats/image_folder.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
+#include <utility>
 
 #include "engine/error.h"
 #include "formats/file_io.h"
@@ -17,7 +21,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr size_t kBlock = 512;
-constexpr int kMaxDirectoryDepth = 32;  // guards against symlink cycles
+constexpr int kMaxDirectoryDepth = 32;  // a bound on nesting; cycles are caught by inode (scan_directory)
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -173,8 +177,18 @@ void ImageFolder::scan_directory() {
   try {
     auto it = fs::recursive_directory_iterator(
         root, fs::directory_options::follow_directory_symlink | fs::directory_options::skip_permission_denied);
+    // Symlinks are followed, so a directory can be reached again (a link to a parent makes a
+    // cycle; two such links make the walk exponential even under the depth limit): each directory,
+    // by device and inode, is entered once.
+    std::set<std::pair<dev_t, ino_t>> visited;
+    struct stat st;
+    if (::stat(path_.c_str(), &st) == 0) visited.insert({st.st_dev, st.st_ino});
     for (; it != fs::recursive_directory_iterator(); ++it) {
-      if (it->is_directory() && it.depth() >= kMaxDirectoryDepth) it.disable_recursion_pending();
+      if (it->is_directory()) {
+        const bool again = ::stat(it->path().c_str(), &st) != 0 || !visited.insert({st.st_dev, st.st_ino}).second;
+        if (again || it.depth() >= kMaxDirectoryDepth) it.disable_recursion_pending();
+        continue;
+      }
       if (!it->is_regular_file()) continue;
       add_candidate(it->path().lexically_relative(root).generic_string(), 0, 0);
     }

@@ -81,13 +81,14 @@ std::string slurp(const std::string& path) {
 }
 
 #ifdef SPADE_BINARY
-CliRun spade_cli(const std::string& args) {
+CliRun spade_cli(const std::string& args, int timeout_s) {
   static std::atomic<int> counter{0};
   const std::string dir = temp_dir();
   const int k = counter++;
   const std::string out = dir + "/out" + std::to_string(k) + ".txt";
   const std::string err = dir + "/err" + std::to_string(k) + ".txt";
-  const std::string cmd = std::string(SPADE_BINARY) + " " + args + " >" + out + " 2>" + err + " </dev/null";
+  const std::string limit = timeout_s > 0 ? "timeout -k 5 " + std::to_string(timeout_s) + " " : "";
+  const std::string cmd = limit + std::string(SPADE_BINARY) + " " + args + " >" + out + " 2>" + err + " </dev/null";
   const int rc = std::system(cmd.c_str());
   return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, slurp(out), slurp(err)};
 }

@@ -39,7 +39,9 @@ struct CliRun {
   int status;
   std::string out, err;
 };
-CliRun spade_cli(const std::string& args);
+// Runs `spade ARGS`; with timeout_s > 0 the run is killed after that many seconds (status 124),
+// for tests of inputs that could make a command hang.
+CliRun spade_cli(const std::string& args, int timeout_s = 0);
 
 // Sets the engine's thread count for a scope and restores it. Results are bit-identical only for
 // a given thread count (docs/architecture.md), so a test that recomputes what a `--threads N`

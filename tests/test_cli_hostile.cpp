@@ -1,0 +1,132 @@
+// Hostile input through the commands themselves (docs/reliability.md): each class of fault a careful
+// adversarial user found (crashes, hangs, unbounded numbers, floods of text, non-finite results)
+// ends in one line on stderr and a non-zero exit, with nothing written.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "formats/image_folder.h"
+#include "support/cli_failures.h"
+#include "support/test_support.h"
+
+using namespace spade;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A random-weight CIFAR ResNet-20 as a model JSON + safetensors pair in dir.
+std::string small_model(const std::string& dir) {
+  const std::string model = dir + "/m.json";
+  REQUIRE(test::spade_cli("convert --model cifar_resnet20 --random-init 1 --out " + model).status == 0);
+  return model;
+}
+
+}  // namespace
+
+TEST_CASE("numbers out of range are refused when the command line is read", "[cli][errors][hostile]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = small_model(dir);
+  const std::string img = test::data_path("image/src.png");
+  const std::string out = dir + "/out";
+  test::check_cli_failures(
+      {
+          // Used to crash inside the OpenMP runtime (a segfault, or an abort without a message).
+          {"predict --model " + model + " --image " + img + " --threads 100000", "--threads must be an integer from 0 to 1024"},
+          {"predict --model " + model + " --image " + img + " --threads 100000000000", "--threads"},
+          {"predict --model " + model + " --image " + img + " --threads -3", "--threads"},
+          {"predict --model " + model + " --image " + img + " --threads 99999999999999999999999", "--threads"},
+          {"predict --model " + model + " --image " + img + " --topk 0", "--topk"},
+          // Used to run (practically) forever.
+          {"prune --model " + model + " --image " + img + " --augs 1000000000000 --out " + out + "/t.safetensors",
+           "--augs must be an integer from 1 to 1048576"},
+          {"explain --model " + model + " --image " + img + " --method integrated_gradients --steps -5 --out " + out, "--steps"},
+          {"explain --model " + model + " --image " + img + " --method saliency --batch 0 --out " + out, "--batch"},
+          {"explain --model " + model + " --image " + img + " --method lime --alpha nan --out " + out, "--alpha"},
+          {"train --arch cifar_resnet20 --data " + dir + " --momentum 2 --out " + out + "/r.json", "--momentum"},
+          {"eval gridpg --model " + model + " --data " + dir + " --cells 9 --out " + out, "--cells"},
+          // A bad value is refused even where the option does not apply to this run.
+          {"prune --model " + model + " --image " + img + " --percdamp -1 --out " + out + "/t.safetensors", "--percdamp"},
+      },
+      out, 120);
+}
+
+TEST_CASE("options that leave nothing to do are refused instead of crashing", "[cli][errors][hostile]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = small_model(dir);
+  const std::string img = test::data_path("image/src.png");
+  // Used to segfault (means over an empty set of metrics).
+  test::check_cli_failures({{"eval saliency --model " + model + " --image " + img +
+                                 " --method saliency --no-insertion --out " + dir + "/out/r.json",
+                             "--no-insertion leaves nothing to measure without --mask"}},
+                           dir + "/out", 120);
+}
+
+TEST_CASE("a FIFO or a device where a file is expected is refused, never waited on", "[cli][errors][hostile]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = small_model(dir);
+  const std::string img = test::data_path("image/src.png");
+  const std::string fifo = dir + "/fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  // A model JSON whose weights are the FIFO (read through the memory-mapped safetensors path).
+  nlohmann::json j = nlohmann::json::parse(test::slurp(model));
+  j["weights"] = fifo;
+  std::ofstream(dir + "/fifo_weights.json") << j.dump();
+  const std::string out = dir + "/out";
+  test::check_cli_failures(
+      {
+          {"predict --model " + model + " --image " + fifo, "not a regular file"},
+          {"predict --model " + dir + "/fifo_weights.json --image " + img, "not a regular file"},
+          {"predict --model cifar_resnet20 --weights " + fifo + " --image " + img, "not a regular file"},
+          {"predict --model " + model + " --input " + fifo, "not a regular file"},
+          {"predict --model " + model + " --image " + img + " --labels " + fifo, "not a regular file"},
+          {"predict --model " + model + " --image /dev/zero", "not a regular file"},
+          {"prune --model " + model + " --image " + img + " --sparsity " + fifo + " --out " + out + "/t.safetensors",
+           "not a regular file"},
+      },
+      out, 60);
+  // The same FIFO under a .json name, read as a model description.
+  REQUIRE(::mkfifo((dir + "/pipe.json").c_str(), 0600) == 0);
+  test::check_cli_failures({{"predict --model " + dir + "/pipe.json --image " + img, "not a regular file"}}, out, 60);
+}
+
+TEST_CASE("a folder with symlink cycles is walked once per directory", "[image_folder][hostile]") {
+  // Two links back to the root in every directory made the walk exponential under the depth limit.
+  const std::string root = test::temp_dir();
+  fs::create_directories(root + "/cat");
+  fs::copy_file(test::data_path("image/src.png"), root + "/cat/a.png");
+  fs::create_directory_symlink("..", root + "/cat/up");
+  fs::create_directory_symlink("..", root + "/cat/up2");
+  fs::create_directory_symlink("cat", root + "/again");
+  ImageFolder f(root);
+  REQUIRE(f.size() == 1);
+  CHECK(f.get(0).name.find("a.png") != std::string::npos);
+}
+
+TEST_CASE("a huge value inside an error is cut, so an error stays one short line", "[cli][errors][hostile]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = small_model(dir);
+  const std::string img = test::data_path("image/src.png");
+  const std::string key(10 << 20, 'k');  // a 10 MB layer name
+  std::ofstream(dir + "/big.json") << "{\"" << key << "\": 0.5}";
+  const test::CliRun r = test::spade_cli("prune --model " + model + " --image " + img + " --sparsity " + dir +
+                                         "/big.json --out " + dir + "/t.safetensors");
+  INFO(r.err.substr(0, 500));
+  CHECK(r.status == 1);
+  CHECK(r.err.size() < 400);
+  CHECK(r.err.find("big.json") != std::string::npos);
+  CHECK(r.err.find("...") != std::string::npos);
+  CHECK(!fs::exists(dir + "/t.safetensors"));
+}
+
+TEST_CASE("a visualisation that overflows is an error, not an image of NaN", "[cli][errors][hostile]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = small_model(dir);
+  test::check_cli_failures({{"visualize --model " + model + " --objective '1e308*linear:1' --steps 4 --quiet --out " + dir + "/out",
+                             "NaN or infinite"}},
+                           dir + "/out", 120);
+}
