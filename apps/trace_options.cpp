@@ -27,7 +27,7 @@ void add_trace_options(std::vector<Option>& opts) {
 
 interp::SparsitySchedule sparsity_of(const Args& a, const Model& m, const std::string& method) {
   if (a.has("sparsity")) return interp::SparsitySchedule::parse(a.get("sparsity"));
-  if (auto d = interp::default_schedule(m.arch, method)) return d->schedule;
+  if (auto d = interp::default_schedule(m.arch, method)) return *d;
   static bool noted = false;  // once per run, however many methods ask
   if (!noted) {
     std::fprintf(stderr, "note: %s: no built-in sparsity schedule for architecture \"%s\"; pruning every layer at 0.9 "

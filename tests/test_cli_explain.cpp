@@ -206,7 +206,7 @@ TEST_CASE("explain --spade without --sparsity: each method's built-in schedule, 
 
   // The same map as the schedule given explicitly, and --sparsity overrides the default.
   nlohmann::json targets = nlohmann::json::object();
-  for (const auto& [prefix, v] : own->schedule.prefixes()) targets[prefix] = v;
+  for (const auto& [prefix, v] : own->prefixes()) targets[prefix] = v;
   const std::string file = f.dir + "/saliency_schedule.json";
   std::ofstream(file) << targets.dump();
   const std::string given = f.dir + "/given";

@@ -256,7 +256,7 @@ TEST_CASE("visualize --image --spade fast: the predicted class on the dense mode
   const auto calib = interp::augmented_calibration(picture, ac, 16, 0);
   interp::PruneConfig pc;
   pc.solver = interp::Solver::SparseGPT;
-  pc.sparsity = interp::default_schedule(m.arch, "").value().schedule;
+  pc.sparsity = interp::default_schedule(m.arch, "").value();
   const interp::Trace trace = interp::compute_trace(m.graph, *calib, pc);
   REQUIRE(!trace.weights.empty());
   CHECK(final_of(meta, "spade_result", 0) ==

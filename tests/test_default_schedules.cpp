@@ -41,9 +41,9 @@ TEST_CASE("every embedded default-schedule file parses and fits its architecture
       for (const auto& [method, json] : f.methods) {
         INFO(method);
         CHECK(find_method(method).name == method);
-        check(default_schedule(arch, method).value().schedule);
+        check(default_schedule(arch, method).value());
       }
-      check(default_schedule(arch, "")->schedule);
+      check(*default_schedule(arch, ""));
     }
   }
 }
@@ -62,14 +62,13 @@ TEST_CASE("default_schedule: the method's own, else the file's other_methods, el
   const auto& [method, json] = f.methods.front();
   const auto own = default_schedule(arch, method);
   REQUIRE(own.has_value());
-  CHECK(own->name == "built-in " + arch + "/" + method);
-  CHECK(own->schedule.describe() == own->name);
-  CHECK(own->schedule.same_targets(SparsitySchedule::from_json(json, "x")));
+  CHECK(own->describe() == "built-in " + arch + "/" + method);
+  CHECK(own->same_targets(SparsitySchedule::from_json(json, "x")));
   const auto other = default_schedule(arch, "no such method");
   REQUIRE(other.has_value());
-  CHECK(other->name == "built-in " + arch + "/other_methods");
-  CHECK(other->schedule.same_targets(SparsitySchedule::from_json(f.other_methods, "x")));
-  CHECK(default_schedule(arch, "")->name == other->name);
+  CHECK(other->describe() == "built-in " + arch + "/other_methods");
+  CHECK(other->same_targets(SparsitySchedule::from_json(f.other_methods, "x")));
+  CHECK(default_schedule(arch, "")->describe() == other->describe());
   CHECK(!default_schedule("custom", method).has_value());
 }
 

@@ -69,12 +69,11 @@ DefaultScheduleFile parse_default_schedule_file(const std::string& text, const s
   return f;
 }
 
-std::optional<DefaultSchedule> default_schedule(const std::string& arch, const std::string& method) {
+std::optional<SparsitySchedule> default_schedule(const std::string& arch, const std::string& method) {
   const auto it = registry().find(arch);
   if (it == registry().end()) return std::nullopt;
   const auto m = it->second.methods.find(method);
-  const SparsitySchedule& s = m != it->second.methods.end() ? m->second : it->second.other;
-  return DefaultSchedule{s, s.describe()};
+  return m != it->second.methods.end() ? m->second : it->second.other;
 }
 
 std::vector<std::string> architectures_with_default_schedules() {

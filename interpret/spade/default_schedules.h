@@ -13,18 +13,11 @@
 
 namespace spade::interp {
 
-// A built-in schedule: what to prune, and a name that says where it came from
-// ("built-in mobilenet_v2_tf/saliency"; also the schedule's describe()).
-struct DefaultSchedule {
-  SparsitySchedule schedule;
-  std::string name;
-};
-
 // The schedule of `method` on `arch` (a built-in architecture name as Model::arch holds it);
 // methods the file has no schedule for, and method "" (a trace for no particular method: `spade
 // prune`, `spade visualize`), get the file's "other_methods" schedule. nullopt for architectures
-// without defaults.
-std::optional<DefaultSchedule> default_schedule(const std::string& arch, const std::string& method);
+// without defaults. Its describe() says where it came from ("built-in mobilenet_v2_tf/saliency").
+std::optional<SparsitySchedule> default_schedule(const std::string& arch, const std::string& method);
 
 // The architectures that have defaults, sorted.
 std::vector<std::string> architectures_with_default_schedules();
