@@ -201,21 +201,11 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
 
   nlohmann::json means;
   const double n = static_cast<double>(samples.size());
-  std::printf("%-22s", "method");
   const std::vector<std::string> columns = {"insertion", "deletion", "trojan_auc_signed", "trojan_auc_abs", "pointing_hit"};
-  for (const std::string& c : columns)
-    if (sums.begin()->second.count(c)) std::printf(" %18s", c.c_str());
-  std::printf("\n");
-  for (const std::string& method : methods) {
-    std::printf("%-22s", method.c_str());
-    for (const std::string& c : columns) {
-      if (!sums[method].count(c)) continue;
-      const double mean = sums[method][c] / n;
-      means[method][c] = mean;
-      std::printf(" %18.4f", mean);
-    }
-    std::printf("\n");
-  }
+  for (const std::string& method : methods)
+    for (const std::string& c : columns)
+      if (sums[method].count(c)) means[method][c] = sums[method][c] / n;
+  // The file first: a run whose output is refused prints no table.
   if (a.has("out")) {
     nlohmann::json settings;
     for (size_t k = 0; k < methods.size(); ++k) {
@@ -230,8 +220,18 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
                                 {"mean", means},
                                 {"per_image", per_image}};
     write_file_atomic(a.get("out"), out.dump(2) + "\n");
-    std::cout << "wrote " << a.get("out") << "\n";
   }
+  std::printf("%-22s", "method");
+  for (const std::string& c : columns)
+    if (sums.begin()->second.count(c)) std::printf(" %18s", c.c_str());
+  std::printf("\n");
+  for (const std::string& method : methods) {
+    std::printf("%-22s", method.c_str());
+    for (const std::string& c : columns)
+      if (sums[method].count(c)) std::printf(" %18.4f", means[method][c].get<double>());
+    std::printf("\n");
+  }
+  if (a.has("out")) std::cout << "wrote " << a.get("out") << "\n";
   return 0;
 }
 

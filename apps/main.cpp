@@ -9,6 +9,7 @@
 
 #include "apps/commands.h"
 #include "engine/error.h"
+#include "formats/file_io.h"
 
 namespace {
 
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = one_line(argv[1]);
+  spade::protect_inputs();  // no output of a run replaces one of its inputs (docs/reliability.md)
   try {
     if (cmd == "predict") return spade::cli::cmd_predict(argc, argv, 2);
     if (cmd == "eval") return spade::cli::cmd_eval(argc, argv, 2);

@@ -13,6 +13,7 @@ void SampleCheckpoint::load() {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(read_text_file(path));
+    allow_replacing(path);  // the run rewrites it as it goes
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": not a checkpoint (" + e.what() + ")");
   }

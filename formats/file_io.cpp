@@ -9,7 +9,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <random>
+#include <utility>
 
 #include "engine/error.h"
 
@@ -18,6 +21,38 @@ namespace spade {
 namespace fs = std::filesystem;
 
 namespace {
+
+// The files this process has read: identity (device, inode) -> (size, modification time, path).
+// A file that changed since it was read is no longer the input, so it may be replaced.
+struct ReadFile {
+  off_t size;
+  struct timespec mtime;
+  std::string path;
+};
+std::mutex g_read_mutex;
+bool g_protect_inputs = false;
+std::map<std::pair<dev_t, ino_t>, ReadFile> g_read_files;
+
+bool same_contents(const ReadFile& r, const struct stat& st) {
+  return r.size == st.st_size && r.mtime.tv_sec == st.st_mtim.tv_sec && r.mtime.tv_nsec == st.st_mtim.tv_nsec;
+}
+
+void remember_read(const std::string& path, const struct stat& st) {
+  std::lock_guard<std::mutex> lock(g_read_mutex);
+  if (g_protect_inputs) g_read_files[{st.st_dev, st.st_ino}] = {st.st_size, st.st_mtim, path};
+}
+
+// Throws Error when path names a file this process read and that is unchanged since.
+void refuse_replacing_input(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return;  // nothing there yet
+  std::lock_guard<std::mutex> lock(g_read_mutex);
+  const auto it = g_read_files.find({st.st_dev, st.st_ino});
+  if (it == g_read_files.end() || !same_contents(it->second, st)) return;
+  const std::string& input = it->second.path;
+  throw Error(path + ": the output would overwrite " + (input == path ? "an input" : "the input " + input) +
+              " of this run; choose another output");
+}
 
 // Opens a file for reading without blocking: O_NONBLOCK keeps open() from waiting for a writer on
 // a FIFO, and the fstat check that follows refuses anything but a regular file (a FIFO, a device
@@ -40,6 +75,7 @@ int open_regular_file(const std::string& path, size_t& size) {
     throw Error(path + ": not a regular file");
   }
   size = static_cast<size_t>(st.st_size);
+  remember_read(path, st);
   return fd;
 }
 
@@ -72,7 +108,20 @@ std::string read_text_file(const std::string& path) {
   return std::string(b.begin(), b.end());
 }
 
+void protect_inputs() {
+  std::lock_guard<std::mutex> lock(g_read_mutex);
+  g_protect_inputs = true;
+}
+
+void allow_replacing(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return;
+  std::lock_guard<std::mutex> lock(g_read_mutex);
+  g_read_files.erase({st.st_dev, st.st_ino});
+}
+
 void write_file_atomic(const std::string& path, const void* data, size_t size) {
+  refuse_replacing_input(path);
   fs::path p(path);
   std::error_code ec;
   if (p.has_parent_path()) {

@@ -12,11 +12,22 @@ namespace spade {
 std::vector<uint8_t> read_file(const std::string& path);
 std::string read_text_file(const std::string& path);
 
-// Writes bytes to path atomically. Creates missing parent directories.
+// Writes bytes to path atomically. Creates missing parent directories. With protect_inputs on, refuses
+// to replace a file this process has read (by device and inode, so through any link or other name)
+// and that is unchanged since.
 void write_file_atomic(const std::string& path, const void* data, size_t size);
 inline void write_file_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, text.data(), text.size());
 }
+
+// Inputs are sacred: from this call on, every file read is remembered and write_file_atomic refuses
+// to overwrite one, so an output never replaces an input of the run, whichever options named the
+// two. The spade command turns it on for its whole run; library users who rewrite files they read
+// leave it off (the default).
+void protect_inputs();
+// A file read in order to be updated in place (a checkpoint that --resume continues): lets
+// write_file_atomic replace it.
+void allow_replacing(const std::string& path);
 
 // A read-only memory map of a whole file; unmapped on destruction.
 class MappedFile {

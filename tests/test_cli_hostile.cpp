@@ -130,3 +130,37 @@ TEST_CASE("a visualisation that overflows is an error, not an image of NaN", "[c
                              "NaN or infinite"}},
                            dir + "/out", 120);
 }
+
+TEST_CASE("no output option overwrites an input, whatever names them", "[cli][errors][hostile]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = small_model(dir);
+  const std::string weights = dir + "/m.safetensors";
+  const std::string img = dir + "/img.png";
+  fs::copy_file(test::data_path("image/src.png"), img);
+  REQUIRE(test::spade_cli("predict --model " + model + " --image " + img + " --save-input " + dir + "/x.npy").status == 0);
+  fs::create_directory_symlink(dir, dir + "/link");
+  const std::string bytes_w = test::slurp(weights), bytes_i = test::slurp(img), bytes_x = test::slurp(dir + "/x.npy");
+  const std::string prune = "prune --model " + model + " --image " + img + " --augs 4 --sparsity 0.5 --quiet --out " + dir +
+                            "/t.safetensors --report ";
+  test::check_cli_failures(
+      {
+          // --report used to overwrite the weights or the image, exit 0.
+          {prune + weights, "would overwrite"},
+          {prune + dir + "/link/img.png", "would overwrite the input " + img},
+          // --out of eval saliency used to overwrite its --input.
+          {"eval saliency --model " + model + " --input " + dir + "/x.npy --method saliency --quiet --out " + dir + "/x.npy",
+           "would overwrite"},
+      },
+      dir + "/none", 120);
+  CHECK(!fs::exists(dir + "/t.safetensors"));
+  // An input inside explain's output directory, named like one of its outputs.
+  fs::copy_file(dir + "/x.npy", dir + "/map.npy");
+  const test::CliRun r = test::spade_cli("explain --model " + model + " --input " + dir + "/map.npy --method saliency --quiet --out " + dir);
+  INFO(r.err);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("would overwrite") != std::string::npos);
+  CHECK(test::slurp(dir + "/map.npy") == bytes_x);
+  CHECK(test::slurp(weights) == bytes_w);
+  CHECK(test::slurp(img) == bytes_i);
+  CHECK(test::slurp(dir + "/x.npy") == bytes_x);
+}

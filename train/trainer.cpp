@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/executor.h"
+#include "formats/file_io.h"
 #include "formats/safetensors.h"
 #include "interpret/sample_rng.h"
 #include "kernels/cpu/loss.h"
@@ -167,6 +168,7 @@ TrainState load_checkpoint(const std::string& path, Model& m, const TrainConfig&
       weights[k] = t;
   }
   m.graph.load_state_dict(weights, path);
+  allow_replacing(path);  // the resumed run rewrites it after each epoch
   for (const auto& [k, t] : s.momentum) {
     const Tensor* p = m.graph.find_param(k);
     if (!p || p->shape() != t.shape()) throw Error(path + ": momentum buffer " + k + " matches no parameter");
