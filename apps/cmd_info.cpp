@@ -10,13 +10,15 @@
 namespace spade::cli {
 
 namespace {
-// Multiply-accumulates of one node for one image; FLOPs are counted as 2 per MAC.
-int64_t node_macs(const Node& n, const Shape& out) {
+// Multiply-accumulates of one node for one image; FLOPs are counted as 2 per MAC. In double: a
+// declared input of a million pixels a side overflows 64-bit integers (and is only a count).
+double node_macs(const Node& n, const Shape& out) {
   if (n.op == OpKind::Conv2d) {
     const OpAttrs& a = n.attrs;
-    return out[1] * out[2] * out[3] * (a.in_channels / a.groups) * a.kernel[0] * a.kernel[1];
+    return double(out[1]) * double(out[2]) * double(out[3]) * double(a.in_channels / a.groups) * double(a.kernel[0]) *
+           double(a.kernel[1]);
   }
-  if (n.op == OpKind::Linear) return n.attrs.in_channels * n.attrs.out_channels;
+  if (n.op == OpKind::Linear) return double(n.attrs.in_channels) * double(n.attrs.out_channels);
   return 0;
 }
 }  // namespace
@@ -36,9 +38,11 @@ int cmd_info(int argc, char** argv, int first) {
   }
   Model m = load_model_from(a);
   if (a.has("size")) {
-    int h = 0, w = 0;
-    if (std::sscanf(a.get("size").c_str(), "%d,%d", &h, &w) != 2 || h <= 0 || w <= 0)
-      throw Error("info: --size must be H,W with positive integers");
+    long long h = 0, w = 0;
+    char rest = 0;
+    if (std::sscanf(a.get("size").c_str(), "%lld,%lld%c", &h, &w, &rest) != 2 || h <= 0 || w <= 0 || h > kMaxSide ||
+        w > kMaxSide)
+      throw Error("--size must be H,W with integers from 1 to " + std::to_string(kMaxSide));
     m.graph.input_chw[1] = h;
     m.graph.input_chw[2] = w;
   }
@@ -48,14 +52,15 @@ int cmd_info(int argc, char** argv, int first) {
               shape_str(shapes[0]).c_str(), m.preprocess.resize, m.preprocess.crop);
   std::printf("%-4s %-34s %-18s %-20s %-14s %12s %12s\n", "#", "node", "op", "output", "pad t,l,b,r", "params",
               "MFLOPs");
-  int64_t total_params = 0, total_macs = 0;
+  int64_t total_params = 0;
+  double total_macs = 0;
   bool any_same = false;
   for (int i = 1; i < m.graph.size(); ++i) {
     const Node& n = m.graph.node(i);
     int64_t params = 0;
     for (const auto& [k, t] : n.params)
       if (is_trainable_param(n.op, k)) params += t.numel();
-    const int64_t macs = node_macs(n, shapes[i]);
+    const double macs = node_macs(n, shapes[i]);
     total_params += params;
     total_macs += macs;
     // The padding as it applies at this input size ("SAME" resolved, marked with *).

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 
 #include "formats/file_io.h"
 #include "formats/labels.h"
@@ -55,19 +56,38 @@ struct Reader {
   [[noreturn]] void fail(const std::string& where, const std::string& what) const {
     throw Error(path + ": " + where + ": " + what);
   }
-  int64_t integer(const json& j, const std::string& where, const char* key, int64_t def, bool required = false) const {
+  // Every integer of a model file lies in [lo, hi] (by default [0, kMaxModelInteger]), checked
+  // before use, so shape arithmetic cannot overflow and a wrapped value is never used.
+  int64_t checked_integer(const json& v, const std::string& where, const std::string& what, int64_t lo, int64_t hi) const {
+    if (!v.is_number_integer()) fail(where, what + " must be an integer");
+    // JSON's non-negative integers are unsigned: compare them as such before any conversion.
+    const bool in = v.is_number_unsigned()
+                        ? v.get<uint64_t>() <= static_cast<uint64_t>(hi) && static_cast<int64_t>(v.get<uint64_t>()) >= lo
+                        : v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+    if (!in)
+      fail(where, what + " must be from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got " + v.dump());
+    return v.get<int64_t>();
+  }
+  int64_t integer(const json& j, const std::string& where, const char* key, int64_t def, bool required = false,
+                  int64_t lo = 0, int64_t hi = kMaxModelInteger) const {
     if (!j.contains(key)) {
       if (required) fail(where, std::string("missing \"") + key + "\"");
       return def;
     }
-    const json& v = j.at(key);
-    if (!v.is_number_integer()) fail(where, std::string("\"") + key + "\" must be an integer");
-    return v.get<int64_t>();
+    return checked_integer(j.at(key), where, std::string("\"") + key + "\"", lo, hi);
   }
-  double number(const json& j, const std::string& where, const char* key, double def) const {
+  // A finite number in [lo, hi].
+  double number(const json& j, const std::string& where, const char* key, double def, double lo, double hi) const {
     if (!j.contains(key)) return def;
-    if (!j.at(key).is_number()) fail(where, std::string("\"") + key + "\" must be a number");
-    return j.at(key).get<double>();
+    const json& v = j.at(key);
+    if (!v.is_number()) fail(where, std::string("\"") + key + "\" must be a number");
+    const double x = v.get<double>();
+    if (!(x >= lo && x <= hi)) {
+      std::ostringstream range;
+      range << "from " << lo << " to " << hi;
+      fail(where, std::string("\"") + key + "\" must be " + range.str() + ", got " + v.dump());
+    }
+    return x;
   }
   bool boolean(const json& j, const std::string& where, const char* key, bool def) const {
     if (!j.contains(key)) return def;
@@ -84,14 +104,18 @@ struct Reader {
     return j.at(key).get<std::string>();
   }
   // A pair like [3, 3]; a single integer means both.
-  std::array<int64_t, 2> pair(const json& j, const std::string& where, const char* key,
-                              std::array<int64_t, 2> def) const {
+  std::array<int64_t, 2> pair(const json& j, const std::string& where, const char* key, std::array<int64_t, 2> def,
+                              int64_t lo) const {
     if (!j.contains(key)) return def;
     const json& v = j.at(key);
-    if (v.is_number_integer()) return {v.get<int64_t>(), v.get<int64_t>()};
+    const std::string what = std::string("\"") + key + "\"";
+    if (v.is_number_integer()) {
+      const int64_t x = checked_integer(v, where, what, lo, kMaxModelInteger);
+      return {x, x};
+    }
     if (!v.is_array() || v.size() != 2 || !v[0].is_number_integer() || !v[1].is_number_integer())
-      fail(where, std::string("\"") + key + "\" must be an integer or an array of 2 integers");
-    return {v[0].get<int64_t>(), v[1].get<int64_t>()};
+      fail(where, what + " must be an integer or an array of 2 integers");
+    return {checked_integer(v[0], where, what, lo, kMaxModelInteger), checked_integer(v[1], where, what, lo, kMaxModelInteger)};
   }
   // "padding": an integer (every side), [ph, pw] (PyTorch's: top = bottom = ph, left = right =
   // pw), [top, left, bottom, right], or "same" (TensorFlow's rule, resolved per input size).
@@ -106,22 +130,28 @@ struct Reader {
       for (const json& e : v)
         if (!e.is_number_integer())
           fail(where, "\"padding\" must be an integer, [ph, pw], [top, left, bottom, right] or \"same\"");
-      return {v[0].get<int64_t>(), v[1].get<int64_t>(), v[2].get<int64_t>(), v[3].get<int64_t>()};
+      auto side = [&](const json& e) { return checked_integer(e, where, "\"padding\"", 0, kMaxModelInteger); };
+      return {side(v[0]), side(v[1]), side(v[2]), side(v[3])};
     }
     if (!v.is_number_integer() && !(v.is_array() && v.size() == 2))
       fail(where, "\"padding\" must be an integer, [ph, pw], [top, left, bottom, right] or \"same\"");
-    const std::array<int64_t, 2> p = pair(j, where, "padding", {0, 0});
+    const std::array<int64_t, 2> p = pair(j, where, "padding", {0, 0}, 0);
     return {p[0], p[1]};
   }
-  std::array<float, 3> triple(const json& j, const std::string& where, const char* key,
-                              std::array<float, 3> def) const {
+  std::array<float, 3> triple(const json& j, const std::string& where, const char* key, std::array<float, 3> def,
+                              double lo, double hi) const {
     if (!j.contains(key)) return def;
     const json& v = j.at(key);
     if (!v.is_array() || v.size() != 3) fail(where, std::string("\"") + key + "\" must be an array of 3 numbers");
     std::array<float, 3> out;
     for (int i = 0; i < 3; ++i) {
-      if (!v[i].is_number()) fail(where, std::string("\"") + key + "\" must be an array of 3 numbers");
-      out[i] = v[i].get<float>();
+      const double x = v[i].is_number() ? v[i].get<double>() : NAN;
+      if (!(x >= lo && x <= hi)) {
+        std::ostringstream range;
+        range << "from " << lo << " to " << hi;
+        fail(where, std::string("\"") + key + "\" must be an array of 3 numbers " + range.str() + ", got " + v.dump());
+      }
+      out[i] = static_cast<float>(x);
     }
     return out;
   }
@@ -131,42 +161,41 @@ OpAttrs read_attrs(const Reader& r, const json& j, OpKind op, const std::string&
   OpAttrs a;
   switch (op) {
     case OpKind::Conv2d:
-      a.in_channels = r.integer(j, where, "in_channels", 0, true);
-      a.out_channels = r.integer(j, where, "out_channels", 0, true);
-      a.kernel = r.pair(j, where, "kernel", {0, 0});
+      a.in_channels = r.integer(j, where, "in_channels", 0, true, 1);
+      a.out_channels = r.integer(j, where, "out_channels", 0, true, 1);
+      a.kernel = r.pair(j, where, "kernel", {0, 0}, 1);
       if (!j.contains("kernel")) r.fail(where, "missing \"kernel\"");
-      a.stride = r.pair(j, where, "stride", {1, 1});
+      a.stride = r.pair(j, where, "stride", {1, 1}, 1);
       a.padding = r.padding(j, where);
-      a.dilation = r.pair(j, where, "dilation", {1, 1});
-      a.groups = r.integer(j, where, "groups", 1);
+      a.dilation = r.pair(j, where, "dilation", {1, 1}, 1);
+      a.groups = r.integer(j, where, "groups", 1, false, 1);
       a.bias = r.boolean(j, where, "bias", false);
       break;
     case OpKind::BatchNorm2d:
-      a.in_channels = r.integer(j, where, "num_features", 0, true);
-      a.eps = static_cast<float>(r.number(j, where, "eps", 1e-5));
-      a.momentum = static_cast<float>(r.number(j, where, "momentum", 0.1));
-      if (!(a.eps > 0)) r.fail(where, "\"eps\" must be positive");
+      a.in_channels = r.integer(j, where, "num_features", 0, true, 1);
+      a.eps = static_cast<float>(r.number(j, where, "eps", 1e-5, 1e-30, 1.0));
+      a.momentum = static_cast<float>(r.number(j, where, "momentum", 0.1, 0.0, 1.0));
       break;
     case OpKind::Linear:
-      a.in_channels = r.integer(j, where, "in_features", 0, true);
-      a.out_channels = r.integer(j, where, "out_features", 0, true);
+      a.in_channels = r.integer(j, where, "in_features", 0, true, 1);
+      a.out_channels = r.integer(j, where, "out_features", 0, true, 1);
       a.bias = r.boolean(j, where, "bias", true);
       break;
     case OpKind::MaxPool2d:
     case OpKind::AvgPool2d:
-      a.kernel = r.pair(j, where, "kernel", {0, 0});
+      a.kernel = r.pair(j, where, "kernel", {0, 0}, 1);
       if (!j.contains("kernel")) r.fail(where, "missing \"kernel\"");
-      a.stride = r.pair(j, where, "stride", a.kernel);
+      a.stride = r.pair(j, where, "stride", a.kernel, 1);
       a.padding = r.padding(j, where);
       a.ceil_mode = r.boolean(j, where, "ceil_mode", false);
       a.count_include_pad = r.boolean(j, where, "count_include_pad", true);
       break;
     case OpKind::Dropout:
-      a.p = static_cast<float>(r.number(j, where, "p", 0.5));
+      a.p = static_cast<float>(r.number(j, where, "p", 0.5, 0.0, 1.0));
       break;
     case OpKind::ShortcutA:
       a.pad_channels = r.integer(j, where, "pad_channels", 0, true);
-      a.stride = r.pair(j, where, "stride", {2, 2});
+      a.stride = r.pair(j, where, "stride", {2, 2}, 1);
       break;
     default:
       break;
@@ -307,8 +336,8 @@ Model parse_model_json(const std::string& text, const std::string& path) {
     }
   } else if (is_zoo_name(m.arch)) {
     ZooOptions zo;
-    zo.num_classes = r.integer(j, "header", "num_classes", -1);
-    zo.width = r.number(j, "header", "width", 1.0);
+    zo.num_classes = r.integer(j, "header", "num_classes", -1, false, 1);
+    zo.width = r.number(j, "header", "width", 1.0, 0.01, 16.0);
     try {
       m.graph = make_zoo_model(m.arch, zo).graph;
     } catch (const Error& e) {
@@ -321,9 +350,8 @@ Model parse_model_json(const std::string& text, const std::string& path) {
     const json& in = j.at("input");
     if (!in.is_array() || in.size() != 3) throw Error(path + ": \"input\" must be [channels, height, width]");
     for (int d = 0; d < 3; ++d) {
-      if (!in[d].is_number_integer() || in[d].get<int64_t>() <= 0)
-        throw Error(path + ": \"input\" must hold 3 positive integers");
-      m.graph.input_chw[d] = in[d].get<int64_t>();
+      m.graph.input_chw[d] = r.checked_integer(in[d], "input", d == 0 ? "channels" : "a side", 1,
+                                               d == 0 ? kMaxModelInteger : kMaxModelSide);
     }
   } else if (zoo_is_cifar(m.arch)) {
     m.graph.input_chw = {3, 32, 32};
@@ -339,14 +367,12 @@ Model parse_model_json(const std::string& text, const std::string& path) {
   if (j.contains("preprocess")) {
     const json& p = j.at("preprocess");
     if (!p.is_object()) throw Error(path + ": \"preprocess\" must be an object");
-    m.preprocess.resize = static_cast<int>(r.integer(p, "preprocess", "resize", m.preprocess.resize));
-    m.preprocess.crop = static_cast<int>(r.integer(p, "preprocess", "crop", m.preprocess.crop));
-    m.preprocess.mean = r.triple(p, "preprocess", "mean", m.preprocess.mean);
-    m.preprocess.std = r.triple(p, "preprocess", "std", m.preprocess.std);
-    if (m.preprocess.resize < 0 || m.preprocess.crop < 0)
-      throw Error(path + ": preprocess resize/crop must be >= 0");
-    for (float s : m.preprocess.std)
-      if (!(s > 0)) throw Error(path + ": preprocess std must be positive");
+    // Sides bound what preprocessing allocates (a 4096-pixel crop is 200 MB of floats); mean and std
+    // bound the normalised values, so a huge mean is refused here, not blamed on an image.
+    m.preprocess.resize = static_cast<int>(r.integer(p, "preprocess", "resize", m.preprocess.resize, false, 0, kMaxModelSide));
+    m.preprocess.crop = static_cast<int>(r.integer(p, "preprocess", "crop", m.preprocess.crop, false, 0, kMaxModelSide));
+    m.preprocess.mean = r.triple(p, "preprocess", "mean", m.preprocess.mean, -1e4, 1e4);
+    m.preprocess.std = r.triple(p, "preprocess", "std", m.preprocess.std, 1e-6, 1e4);
   }
   const int64_t classes = output_classes(m.graph);
   if (j.contains("labels")) {

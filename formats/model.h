@@ -11,6 +11,13 @@
 
 namespace spade {
 
+// Ranges of a model JSON's numbers (docs/model-format.md), checked as the file is read: every
+// integer (channels, kernel, stride, padding, dilation, groups) in [0, kMaxModelInteger], so shape
+// arithmetic cannot overflow; the input's sides and preprocessing's resize and crop at most
+// kMaxModelSide, which bounds what preprocessing allocates before --max-memory applies.
+constexpr int64_t kMaxModelInteger = int64_t(1) << 24;
+constexpr int64_t kMaxModelSide = 4096;
+
 struct Model {
   std::string arch;  // zoo name, or "custom" for a graph spelled out in JSON
   Graph graph;

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -163,4 +164,52 @@ TEST_CASE("no output option overwrites an input, whatever names them", "[cli][er
   CHECK(test::slurp(weights) == bytes_w);
   CHECK(test::slurp(img) == bytes_i);
   CHECK(test::slurp(dir + "/x.npy") == bytes_x);
+}
+
+TEST_CASE("every number of a model JSON has a range, checked as the file is read", "[cli][errors][hostile]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = small_model(dir);
+  const std::string img = test::data_path("image/src.png");
+  const nlohmann::json base = nlohmann::json::parse(test::slurp(model));
+  int k = 0;
+  // Writes base with `edit` applied as a new model JSON beside the weights.
+  auto variant = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json j = base;
+    edit(j);
+    const std::string path = dir + "/v" + std::to_string(k++) + ".json";
+    std::ofstream(path) << j.dump();
+    return path;
+  };
+  auto first_conv = [](nlohmann::json& j) -> nlohmann::json& {
+    for (auto& n : j["nodes"])
+      if (n["op"] == "conv2d") return n;
+    FAIL("no conv2d node");
+    return j;
+  };
+  const std::string out = dir + "/out";
+  test::check_cli_failures(
+      {
+          // 2^32 + 32 used to wrap to 32.
+          {"predict --image " + img + " --model " + variant([](auto& j) { j["preprocess"]["resize"] = 4294967328LL; }),
+           "\"resize\" must be from 0 to 4096, got 4294967328"},
+          // A 16000-pixel crop used to take ~4 GB before failing.
+          {"predict --image " + img + " --model " + variant([](auto& j) { j["preprocess"]["crop"] = 16000; }), "\"crop\""},
+          // A huge mean used to be blamed on the image.
+          {"predict --image " + img + " --model " + variant([](auto& j) { j["preprocess"]["mean"] = {1e30, 0, 0}; }),
+           "\"mean\" must be an array of 3 numbers from -10000 to 10000"},
+          {"predict --image " + img + " --model " + variant([](auto& j) { j["preprocess"]["std"] = {0, 1, 1}; }), "\"std\""},
+          // Overflowing dilation and padding used to be reported with nonsense shapes.
+          {"info --model " + variant([&](auto& j) { first_conv(j)["dilation"] = 1LL << 40; }), "\"dilation\" must be from 1 to 16777216"},
+          {"info --model " + variant([&](auto& j) { first_conv(j)["padding"] = {-1, 1}; }), "\"padding\""},
+          {"info --model " + variant([&](auto& j) { first_conv(j)["out_channels"] = 0; }), "\"out_channels\""},
+          // A huge declared input used to print negative FLOPs.
+          {"info --model " + variant([](auto& j) { j["input"] = {3, 1000000, 1000000}; }), "must be from 1 to 4096"},
+          {"info --model " + model + " --size 100000,100000", "--size must be H,W with integers from 1 to 16384"},
+      },
+      out, 60);
+  // Within the ranges, info's FLOPs stay positive at the largest input.
+  const test::CliRun r = test::spade_cli("info --model " + model + " --size 16384,16384");
+  INFO(r.err);
+  CHECK(r.status == 0);
+  CHECK(r.out.find("FLOPs per image: -") == std::string::npos);
 }
