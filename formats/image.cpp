@@ -76,6 +76,10 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
   // Header first: a file claiming huge dimensions must be refused before stb allocates for it.
   if (!stbi_info_from_memory(data, len, &w, &h, &comp))
     throw Error(name + ": cannot decode image (" + stbi_failure_reason() + ")");
+  // A negative BMP height is a top-down BMP (rows stored first to last), which PIL and stb's loader
+  // decode; stb's header query reports the height as stored.
+  const bool bmp = data[0] == 'B' && data[1] == 'M';
+  if (bmp && h < 0 && h != INT_MIN) h = -h;
   if (w <= 0 || h <= 0) throw Error(name + ": image has invalid dimensions " + dims_str(w, h));
   if (w > kMaxImageSide || h > kMaxImageSide || int64_t(w) * h > kMaxImagePixels)
     throw Error(name + ": image is " + dims_str(w, h) + ", larger than the limit of " +
@@ -83,7 +87,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
                 std::to_string(kMaxImagePixels) + " pixels in all");
   if (is_png(data, size)) check_png_stream(data, size, name);
   if (is_jpeg(data, size)) check_jpeg_size(size, w, h, name);
-  if (data[0] == 'B' && data[1] == 'M') check_bmp_size(data, size, w, h, name);
+  if (bmp) check_bmp_size(data, size, w, h, name);
   if (data[0] == 'G' && int64_t(w) * h > kMaxGifPixels)
     throw Error(name + ": GIF is " + dims_str(w, h) + ", larger than the limit of " + std::to_string(kMaxGifPixels) +
                 " pixels for GIFs");

@@ -402,3 +402,25 @@ TEST_CASE("geometry functions validate their arguments", "[image]") {
   CHECK(differing_bytes(resize_image(im, 5, 4), im) == 0);
   CHECK(differing_bytes(resize_shorter_side(im, 4), im) == 0);
 }
+
+TEST_CASE("a top-down BMP (negative height) decodes like the same image stored bottom-up", "[image]") {
+  // 1 pixel wide, 3 rows: red, green, blue from the top. Rows are padded to 4 bytes, pixels are BGR.
+  const uint8_t top_to_bottom[3][3] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}};
+  auto bmp = [&](bool top_down) {
+    std::vector<uint8_t> b = bmp_header(1, top_down ? -3 : 3);
+    for (int r = 0; r < 3; ++r) {
+      const uint8_t* rgb = top_to_bottom[top_down ? r : 2 - r];
+      b.insert(b.end(), {rgb[2], rgb[1], rgb[0], 0});
+    }
+    put_le(b, 2, uint32_t(b.size()), 4);
+    return b;
+  };
+  const std::vector<uint8_t> td = bmp(true), bu = bmp(false);
+  const Image a = decode_image(td.data(), td.size(), "top_down.bmp");
+  const Image b = decode_image(bu.data(), bu.size(), "bottom_up.bmp");
+  REQUIRE(a.width == 1);
+  REQUIRE(a.height == 3);
+  CHECK(a.rgb == b.rgb);
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 3; ++c) CHECK(a.rgb[size_t(r * 3 + c)] == top_to_bottom[r][c]);
+}
