@@ -196,8 +196,9 @@ TEST_CASE("model JSON padding: [ph, pw], [top, left, bottom, right] and \"same\"
   };
   fails("\"valid\"", "must be \"same\" when it is a string");
   fails("[1, 2, 3]", "[top, left, bottom, right]");
-  fails("[0, 0, -1, 0]", "negative padding");
-  fails("[0, 0, 4611686018427387904, 0]", "padding over 2^30");
+  // Read as every model integer is (0 to 2^24, formats/model.h).
+  fails("[0, 0, -1, 0]", "\"padding\" must be from 0 to 16777216, got -1");
+  fails("[0, 0, 4611686018427387904, 0]", "\"padding\" must be from 0 to 16777216, got 4611686018427387904");
   fails("[2, 0, 0, 0]", "between 0 and half the kernel", "maxpool2d");
   const std::string ceil = R"({"format": "spade-model", "input": [3, 8, 8], "nodes": [{"name": "p", "op": "maxpool2d",
       "inputs": ["input"], "kernel": 3, "stride": 2, "padding": "same", "ceil_mode": true}]})";

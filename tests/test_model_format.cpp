@@ -110,11 +110,19 @@ TEST_CASE("malformed model JSON gives one clear error naming the file", "[model]
   fails(R"({"format": "spade-model"})", "needs \"nodes\"");
   fails(R"({"format": "spade-model", "nodes": [{"name": "a", "op": "warp", "inputs": ["input"]}]})", "unknown op");
   // Absurd sizes are refused before anything is allocated.
+  // Each field is at most 2^24 (formats/model.h), read before anything else; a parameter made of
+  // fields inside that range can still exceed 2^30 elements, which the graph refuses.
   fails(R"({"format": "spade-model", "nodes": [{"name": "c", "op": "conv2d", "inputs": ["input"], "in_channels": 3,
             "out_channels": 1000000000000, "kernel": 3}]})",
-        "more than 2^30 elements");
+        "\"out_channels\" must be from 1 to 16777216, got 1000000000000");
   fails(R"({"format": "spade-model", "nodes": [{"name": "f", "op": "flatten", "inputs": ["input"]},
             {"name": "l", "op": "linear", "inputs": ["f"], "in_features": 4611686018427387904, "out_features": 4}]})",
+        "\"in_features\" must be from 1 to 16777216");
+  fails(R"({"format": "spade-model", "nodes": [{"name": "c", "op": "conv2d", "inputs": ["input"], "in_channels": 1024,
+            "out_channels": 16777216, "kernel": 3}]})",
+        "more than 2^30 elements");
+  fails(R"({"format": "spade-model", "nodes": [{"name": "f", "op": "flatten", "inputs": ["input"]},
+            {"name": "l", "op": "linear", "inputs": ["f"], "in_features": 16777216, "out_features": 1024}]})",
         "more than 2^30 elements");
   fails(R"({"format": "spade-model", "nodes": [{"name": "a", "op": "relu", "inputs": ["nope"]}]})", "not an earlier node");
   fails(R"({"format": "spade-model", "nodes": [{"name": "c", "op": "conv2d", "inputs": ["input"], "in_channels": 3, "out_channels": 4}]})",
