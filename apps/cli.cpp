@@ -13,6 +13,7 @@
 #include "formats/image.h"
 #include "formats/labels.h"
 #include "formats/npy.h"
+#include "formats/output_transaction.h"
 #include "kernels/cpu/memory.h"
 #include "kernels/cpu/parallel.h"
 #ifdef SPADE_WITH_CUDA
@@ -282,6 +283,7 @@ Progress::Progress(std::string label, int64_t total)
       start_(std::chrono::steady_clock::now()) {}
 
 void Progress::update(int64_t done, const std::string& extra) {
+  throw_if_interrupted();  // a caught SIGINT/SIGTERM stops the run here (formats/output_transaction.h)
   const double frac = std::min(1.0, static_cast<double>(done) / total_);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double eta = frac > 0 ? secs * (1 - frac) / frac : 0;

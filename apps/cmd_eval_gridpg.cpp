@@ -18,6 +18,7 @@
 #include "engine/error.h"
 #include "formats/file_io.h"
 #include "formats/heatmap.h"
+#include "formats/output_transaction.h"
 #include "interpret/experiments/grid_pool.h"
 #include "interpret/metrics/grid_pointing.h"
 #include "train/dataset.h"
@@ -144,6 +145,7 @@ int cmd_eval_gridpg(int argc, char** argv, int first) {
     if (static_cast<int64_t>(i) < figures) {
       std::vector<std::string> columns = {"grid"};
       for (const Variant& v : variants) columns.push_back(v.title);
+      const PublishNow now;  // a figure goes with its sample's checkpoint row: --resume does not redraw it
       save_png(join_path(out, "figures/grid_" + std::to_string(i) + ".png"), panel(cells_rows, labels, columns, 4));
     }
     checkpoint.add(std::move(row));

@@ -17,6 +17,7 @@
 #include "engine/error.h"
 #include "formats/file_io.h"
 #include "formats/heatmap.h"
+#include "formats/output_transaction.h"
 #include "interpret/experiments/tune.h"
 
 namespace spade::cli {
@@ -104,6 +105,7 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
     if (static_cast<int64_t>(i) < figures) {
       std::vector<std::string> columns = {"image", "trigger"};
       for (const Variant& v : variants) columns.push_back(v.title);
+      const PublishNow now;  // a figure goes with its sample's checkpoint row: --resume does not redraw it
       save_png(join_path(out, "figures/sample_" + std::to_string(i) + ".png"), panel(cells, labels, columns, 4));
     }
     checkpoint.add(std::move(row));

@@ -11,6 +11,7 @@
 #include "apps/trojan_options.h"
 #include "engine/error.h"
 #include "formats/file_io.h"
+#include "formats/output_transaction.h"
 #include "interpret/experiments/tune.h"
 #include "train/dataset.h"
 #include "train/trainer.h"
@@ -146,6 +147,9 @@ int cmd_tune(int argc, char** argv, int first) {
       bar->update(done);
     });
     if (bar) bar->finish();
+    // Each method's schedule and the report are published as soon as they are known, so that a run
+    // stopped part-way keeps what it finished ("complete" says whether every method was searched).
+    const PublishNow now;
     write_file_atomic(join_path(out, s.methods[k] + ".json"), interp::block_schedule_json(r.targets));
     nlohmann::json trials = nlohmann::json::array();
     for (const auto& t : r.trials) trials.push_back({{"block", t.block}, {"value", t.value}, {"score", t.score}});
@@ -153,8 +157,6 @@ int cmd_tune(int argc, char** argv, int first) {
                                        {"trials", trials}};
     std::printf("%-22s dense %.2f -> tuned %.2f\n", s.methods[k].c_str(), r.dense_score, r.score);
     std::fflush(stdout);
-    // Rewritten after every method, so that a run stopped part-way keeps the report of what it
-    // finished ("complete" says whether every method was searched).
     report["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     report["complete"] = k + 1 == s.methods.size();
     write_file_atomic(join_path(out, "tune.json"), report.dump(1) + "\n");

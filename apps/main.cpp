@@ -10,6 +10,7 @@
 #include "apps/commands.h"
 #include "engine/error.h"
 #include "formats/file_io.h"
+#include "formats/output_transaction.h"
 
 namespace {
 
@@ -47,6 +48,25 @@ std::string one_line(const std::string& message) {
   return s;
 }
 
+int run_command(const std::string& cmd, int argc, char** argv) {
+  if (cmd == "predict") return spade::cli::cmd_predict(argc, argv, 2);
+  if (cmd == "eval") return spade::cli::cmd_eval(argc, argv, 2);
+  if (cmd == "info") return spade::cli::cmd_info(argc, argv, 2);
+  if (cmd == "convert") return spade::cli::cmd_convert(argc, argv, 2);
+  if (cmd == "prune") return spade::cli::cmd_prune(argc, argv, 2);
+  if (cmd == "explain") return spade::cli::cmd_explain(argc, argv, 2);
+  if (cmd == "train") return spade::cli::cmd_train(argc, argv, 2);
+  if (cmd == "tune") return spade::cli::cmd_tune(argc, argv, 2);
+  if (cmd == "demo") return spade::cli::cmd_demo(argc, argv, 2);
+  if (cmd == "visualize") return spade::cli::cmd_visualize(argc, argv, 2);
+  if (cmd == "--version" || cmd == "version") {
+    std::cout << "spade 0.1.0\n";
+    return 0;
+  }
+  std::cerr << "spade: unknown command \"" << cmd << "\" (see spade --help)\n";
+  return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,25 +75,20 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = one_line(argv[1]);
-  spade::protect_inputs();  // no output of a run replaces one of its inputs (docs/reliability.md)
+  // Everything a run writes is one transaction: published when the command succeeds, removed when
+  // it fails or is interrupted; no output replaces an input (docs/reliability.md, Outputs).
+  spade::protect_inputs();
+  spade::install_interrupt_handlers();
   try {
-    if (cmd == "predict") return spade::cli::cmd_predict(argc, argv, 2);
-    if (cmd == "eval") return spade::cli::cmd_eval(argc, argv, 2);
-    if (cmd == "info") return spade::cli::cmd_info(argc, argv, 2);
-    if (cmd == "convert") return spade::cli::cmd_convert(argc, argv, 2);
-    if (cmd == "prune") return spade::cli::cmd_prune(argc, argv, 2);
-    if (cmd == "explain") return spade::cli::cmd_explain(argc, argv, 2);
-    if (cmd == "train") return spade::cli::cmd_train(argc, argv, 2);
-    if (cmd == "tune") return spade::cli::cmd_tune(argc, argv, 2);
-    if (cmd == "demo") return spade::cli::cmd_demo(argc, argv, 2);
-    if (cmd == "visualize") return spade::cli::cmd_visualize(argc, argv, 2);
-    if (cmd == "--version" || cmd == "version") {
-      std::cout << "spade 0.1.0\n";
-      return 0;
-    }
-    std::cerr << "spade: unknown command \"" << cmd << "\" (see spade --help)\n";
-    return 2;
+    spade::OutputTransaction outputs;
+    const int rc = run_command(cmd, argc, argv);
+    if (rc == 0) outputs.commit();
+    return rc;
   } catch (const spade::Error& e) {
+    if (const int sig = spade::interrupted_signal()) {
+      std::cerr << "spade " << cmd << ": " << one_line(e.what()) << " (its unfinished outputs were removed)\n";
+      return 128 + sig;
+    }
     std::cerr << "spade " << cmd << ": error: " << one_line(e.what()) << "\n";
   } catch (const std::bad_alloc&) {
     std::cerr << "spade " << cmd << ": error: out of memory\n";

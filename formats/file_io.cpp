@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "engine/error.h"
+#include "formats/output_transaction.h"
 
 namespace spade {
 
@@ -122,6 +123,12 @@ void allow_replacing(const std::string& path) {
 
 void write_file_atomic(const std::string& path, const void* data, size_t size) {
   refuse_replacing_input(path);
+  if (detail::stage_write(path, data, size)) return;  // published when the command's transaction commits
+  // Written now: the signal handler waits for the temporary file to be renamed or removed.
+  struct Writing {
+    Writing() { detail::begin_write(); }
+    ~Writing() { detail::end_write(); }
+  } writing;
   fs::path p(path);
   std::error_code ec;
   if (p.has_parent_path()) {
@@ -143,7 +150,7 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     int e = errno;
     std::remove(tmp.c_str());
     throw Error(path + ": cannot rename temporary file into place (" + std::strerror(e) + ")");
-  }
+  }  throw_if_interrupted();
 }
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {

@@ -5,9 +5,12 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -212,4 +215,116 @@ TEST_CASE("every number of a model JSON has a range, checked as the file is read
   INFO(r.err);
   CHECK(r.status == 0);
   CHECK(r.out.find("FLOPs per image: -") == std::string::npos);
+}
+
+namespace {
+
+// Runs `spade ARGS` with SPADE_TEST_FAULT=fault (formats/output_transaction.cpp's test hook).
+test::CliRun spade_with_fault(const std::string& fault, const std::string& args) {
+  ::setenv("SPADE_TEST_FAULT", fault.c_str(), 1);
+  const test::CliRun r = test::spade_cli(args, 300);
+  ::unsetenv("SPADE_TEST_FAULT");
+  return r;
+}
+
+// Every regular file under dir (relative names), hidden ones included.
+std::set<std::string> files_under(const std::string& dir) {
+  std::set<std::string> out;
+  if (!fs::exists(dir)) return out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) out.insert(fs::relative(e.path(), dir).string());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a write that fails part-way (disk full) leaves nothing of the run", "[cli][errors][hostile]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = small_model(dir);
+  const std::string img = test::data_path("image/src.png");
+  // explain --method all writes ~60 files; the 9th fails. It used to leave 8.
+  const test::CliRun e = spade_with_fault("fail:9", "explain --model " + model + " --image " + img +
+                                                        " --method all --quiet --out " + dir + "/ex");
+  INFO(e.err);
+  CHECK(e.status == 1);
+  CHECK(e.err.find("No space left on device") != std::string::npos);
+  CHECK(!fs::exists(dir + "/ex"));
+  // prune: the report used to be left without the trace.
+  const std::string prune = "prune --model " + model + " --image " + img + " --augs 4 --sparsity 0.5 --quiet --out " + dir +
+                            "/p/t.safetensors --report " + dir + "/p/r.json";
+  CHECK(spade_with_fault("fail:2", prune).status == 1);
+  CHECK(!fs::exists(dir + "/p"));
+  // convert: the weights used to be left without the JSON.
+  CHECK(spade_with_fault("fail:2", "convert --model " + model + " --out " + dir + "/c/c.json").status == 1);
+  CHECK(!fs::exists(dir + "/c"));
+  // Into a directory that holds an earlier run: that run's files are untouched.
+  REQUIRE(test::spade_cli(prune).status == 0);
+  const std::string before = test::slurp(dir + "/p/t.safetensors");
+  const std::string prune2 = "prune --model " + model + " --image " + img + " --augs 4 --sparsity 0.9 --quiet --out " +
+                             dir + "/p/t.safetensors --report " + dir + "/p/r.json";
+  CHECK(spade_with_fault("fail:2", prune2).status == 1);
+  CHECK(test::slurp(dir + "/p/t.safetensors") == before);
+  CHECK(files_under(dir + "/p") == std::set<std::string>{"r.json", "t.safetensors"});
+}
+
+TEST_CASE("SIGTERM while a run writes removes what it wrote and exits 143", "[cli][errors][hostile]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = small_model(dir);
+  const std::string img = test::data_path("image/src.png");
+  const std::string out = dir + "/ex";
+  // The run pauses before its second write (the first is staged); the script waits for the staged
+  // file to appear, then sends SIGTERM.
+  const std::string script = "SPADE_TEST_FAULT=pause:2 " + std::string(SPADE_BINARY) + " explain --model " + model +
+                             " --image " + img + " --method saliency --quiet --out " + out + " 2>" + dir +
+                             "/err & pid=$!; for i in $(seq 600); do ls -a " + out +
+                             " 2>/dev/null | grep -q staged && break; sleep 0.1; done; kill -TERM $pid; wait $pid; echo $? >" +
+                             dir + "/rc";
+  REQUIRE(std::system(("bash -c '" + script + "'").c_str()) == 0);
+  const std::string err = test::slurp(dir + "/err");
+  INFO(err);
+  CHECK(std::stoi(test::slurp(dir + "/rc")) == 143);
+  CHECK(err.find("interrupted by SIGTERM") != std::string::npos);
+  CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+  CHECK(!fs::exists(out));
+}
+
+TEST_CASE("two runs into one output directory are serialised, never mixed", "[cli][hostile]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = small_model(dir);
+  const std::string img = test::data_path("image/src.png");
+  const std::string out = dir + "/ex";
+  auto explain = [&](int target, const std::string& to) {
+    return std::string(SPADE_BINARY) + " explain --model " + model + " --image " + img +
+           " --method saliency,gradcam --quiet --target " + std::to_string(target) + " --out " + to;
+  };
+  // Each run alone, for reference.
+  REQUIRE(std::system((explain(3, dir + "/alone3") + " >/dev/null").c_str()) == 0);
+  REQUIRE(std::system((explain(5, dir + "/alone5") + " >/dev/null").c_str()) == 0);
+  for (int round = 0; round < 3; ++round) {
+    const std::string both = "bash -c '" + explain(3, out) + " >/dev/null & " + explain(5, out) + " >/dev/null & wait'";
+    REQUIRE(std::system(both.c_str()) == 0);
+    // Whichever published last, every file is from that one run.
+    const nlohmann::json meta = nlohmann::json::parse(test::slurp(out + "/saliency/meta.json"));
+    const int target = meta.at("target").get<int>();
+    REQUIRE((target == 3 || target == 5));
+    const std::string ref = dir + "/alone" + std::to_string(target);
+    for (const std::string& f : {"saliency/map.npy", "saliency/attribution.npy", "gradcam/map.npy"})
+      CHECK(test::slurp(out + "/" + f) == test::slurp(ref + "/" + f));
+    CHECK(nlohmann::json::parse(test::slurp(out + "/gradcam/meta.json")).at("target") == target);
+    CHECK(files_under(out) == files_under(ref));
+  }
+}
+
+TEST_CASE("files a killed run staged are removed by the next run that writes there", "[cli][hostile]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = small_model(dir);
+  const std::string out = dir + "/ex";
+  fs::create_directories(out);
+  // A PID above Linux's limit (2^22) names no live process.
+  const std::string stale = out + "/.map.npy.spade-99999999.staged";
+  std::ofstream(stale) << "half a file";
+  REQUIRE(test::spade_cli("explain --model " + model + " --image " + test::data_path("image/src.png") +
+                          " --method saliency --quiet --out " + out).status == 0);
+  CHECK(!fs::exists(stale));
+  CHECK(fs::exists(out + "/map.npy"));
 }

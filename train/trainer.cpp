@@ -9,6 +9,7 @@
 #include "engine/error.h"
 #include "engine/executor.h"
 #include "formats/file_io.h"
+#include "formats/output_transaction.h"
 #include "formats/safetensors.h"
 #include "interpret/sample_rng.h"
 #include "kernels/cpu/loss.h"
@@ -130,6 +131,7 @@ void save_checkpoint(const std::string& path, const Model& m, const TrainState& 
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const auto& [k, t] : m.graph.parameters()) tensors.emplace_back(k, *t);
   for (const auto& [k, t] : s.momentum) tensors.emplace_back(kMomentumPrefix + k, t);
+  const PublishNow now;  // what --resume reads must outlive an interrupted run
   save_safetensors(path, tensors,
                    {{"format", "spade-checkpoint"},
                     {"arch", m.arch},
