@@ -60,6 +60,26 @@ namespace {
 
 std::string quoted(const std::string& s) { return "\"" + (s.size() > 40 ? s.substr(0, 40) + "..." : s) + "\""; }
 
+// The whole of s as an integer (false also when it overflows 64 bits), or as a finite number.
+bool parse_integer(const std::string& s, int64_t& x) {
+  try {
+    size_t used = 0;
+    x = std::stoll(s, &used);
+    return used == s.size();
+  } catch (...) {
+    return false;
+  }
+}
+bool parse_number(const std::string& s, double& x) {
+  try {
+    size_t used = 0;
+    x = std::stod(s, &used);
+    return used == s.size() && std::isfinite(x);
+  } catch (...) {
+    return false;
+  }
+}
+
 }  // namespace
 
 void Args::check_bounds(const Option& o, const std::string& v) const {
@@ -68,29 +88,13 @@ void Args::check_bounds(const Option& o, const std::string& v) const {
     const std::string range = b.int_hi == INT64_MAX ? "at least " + std::to_string(b.int_lo)
                                                      : "from " + std::to_string(b.int_lo) + " to " + std::to_string(b.int_hi);
     int64_t x = 0;
-    bool parsed = false;
-    try {
-      size_t used = 0;
-      x = std::stoll(v, &used);
-      parsed = used == v.size();
-    } catch (const std::out_of_range&) {
+    if (!parse_integer(v, x) || x < b.int_lo || x > b.int_hi)
       throw Error("--" + o.name + " must be an integer " + range + ", got " + quoted(v));
-    } catch (...) {
-    }
-    if (!parsed) throw Error("--" + o.name + " must be an integer, got " + quoted(v));
-    if (x < b.int_lo || x > b.int_hi) throw Error("--" + o.name + " must be an integer " + range + ", got " + quoted(v));
   } else {
     double x = 0;
-    bool parsed = false;
-    try {
-      size_t used = 0;
-      x = std::stod(v, &used);
-      parsed = used == v.size() && std::isfinite(x);
-    } catch (...) {
-    }
     std::ostringstream range;
     range << "from " << b.lo << " to " << b.hi;
-    if (!parsed || x < b.lo || x > b.hi)
+    if (!parse_number(v, x) || x < b.lo || x > b.hi)
       throw Error("--" + o.name + " must be a number " + range.str() + ", got " + quoted(v));
   }
 }
@@ -119,25 +123,17 @@ std::string Args::require(const std::string& name) const {
 }
 
 int64_t Args::get_int(const std::string& name) const {
-  std::string s = get(name);
-  try {
-    size_t used = 0;
-    int64_t v = std::stoll(s, &used);
-    if (used == s.size()) return v;
-  } catch (...) {
-  }
-  throw Error(command_ + ": --" + name + " must be an integer, got \"" + s + "\"");
+  const std::string s = get(name);
+  int64_t v = 0;
+  if (!parse_integer(s, v)) throw Error(command_ + ": --" + name + " must be an integer, got \"" + s + "\"");
+  return v;
 }
 
 double Args::get_double(const std::string& name) const {
-  std::string s = get(name);
-  try {
-    size_t used = 0;
-    double v = std::stod(s, &used);
-    if (used == s.size() && std::isfinite(v)) return v;
-  } catch (...) {
-  }
-  throw Error(command_ + ": --" + name + " must be a number, got \"" + s + "\"");
+  const std::string s = get(name);
+  double v = 0;
+  if (!parse_number(s, v)) throw Error(command_ + ": --" + name + " must be a number, got \"" + s + "\"");
+  return v;
 }
 
 std::vector<Option> model_options() {
