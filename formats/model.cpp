@@ -309,9 +309,11 @@ Model parse_model_json(const std::string& text, const std::string& path) {
       if (!n.is_object()) r.fail(where, "must be an object");
       std::string name = r.string(n, where, "name", "", true);
       where += " (\"" + name + "\")";
+      // Only the graph's own errors are prefixed here: the reader's already name the file and node.
+      const std::string op_text = r.string(n, where, "op", "", true);
       OpKind op;
       try {
-        op = op_from_name(r.string(n, where, "op", "", true));
+        op = op_from_name(op_text);
       } catch (const Error& e) {
         r.fail(where, e.what());
       }
@@ -321,8 +323,9 @@ Model parse_model_json(const std::string& text, const std::string& path) {
         if (!in.is_string()) r.fail(where, "\"inputs\" must be an array of node names");
         inputs.push_back(in.get<std::string>());
       }
+      const OpAttrs attrs = read_attrs(r, n, op, where);
       try {
-        m.graph.add(name, op, read_attrs(r, n, op, where), inputs);
+        m.graph.add(name, op, attrs, inputs);
       } catch (const Error& e) {
         throw Error(path + ": " + e.what());
       }

@@ -102,6 +102,13 @@ TEST_CASE("malformed model JSON gives one clear error naming the file", "[model]
   auto fails = [](const std::string& text, const std::string& needle) {
     INFO(text);
     REQUIRE_THROWS_WITH(parse_model_json(text, "bad.json"), Contains("bad.json") && Contains(needle));
+    // The file is named once: "bad.json: bad.json: node 0" was a reader's error wrapped again.
+    try {
+      parse_model_json(text, "bad.json");
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      CHECK(m.find("bad.json", m.find("bad.json") + 1) == std::string::npos);
+    }
   };
   fails("{not json", "not valid JSON");
   fails("[1, 2]", "JSON object");
@@ -125,6 +132,9 @@ TEST_CASE("malformed model JSON gives one clear error naming the file", "[model]
             {"name": "l", "op": "linear", "inputs": ["f"], "in_features": 16777216, "out_features": 1024}]})",
         "more than 2^30 elements");
   fails(R"({"format": "spade-model", "nodes": [{"name": "a", "op": "relu", "inputs": ["nope"]}]})", "not an earlier node");
+  fails(R"({"format": "spade-model", "nodes": [{"name": "a", "inputs": ["input"]}]})", "node 0 (\"a\"): missing \"op\"");
+  fails(R"({"format": "spade-model", "nodes": [{"name": "a", "op": "relu", "inputs": ["input"]},
+      {"name": "m", "op": "maxpool2d", "inputs": ["a"], "kernel": 0}]})", "node 1 (\"m\"): \"kernel\"");
   fails(R"({"format": "spade-model", "nodes": [{"name": "c", "op": "conv2d", "inputs": ["input"], "in_channels": 3, "out_channels": 4}]})",
         "missing \"kernel\"");
   fails(R"({"format": "spade-model", "nodes": [{"name": "c", "op": "conv2d", "inputs": ["input"], "in_channels": 3, "out_channels": 4, "kernel": "3"}]})",
