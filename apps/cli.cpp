@@ -145,10 +145,16 @@ std::vector<Option> model_options() {
       {"labels", "FILE", "class names and ids, one line per output (.tsv: [index<TAB>]id<TAB>name or a header row; .txt: "
                          "a name, or `wnid name`, per line); replaces the model's own", ""},
       {"threads", "N", "CPU threads (0 = all cores)", "0", integer(0, kMaxThreads)},
+      memory_option(),
   };
 }
 
-void apply_threads(const Args& a) { kernels::set_num_threads(static_cast<int>(a.get_int("threads"))); }
+void apply_resource_options(const Args& a) {
+  kernels::set_num_threads(static_cast<int>(a.get_int("threads")));
+  if (!a.has("max-memory")) return;
+  const int64_t limit = parse_size(a.get("max-memory"), "--max-memory");
+  set_host_memory_limit(limit, "--max-memory " + kernels::format_bytes(static_cast<size_t>(limit)));
+}
 
 void add_device_options(std::vector<Option>& opts) {
   opts.push_back({"device", "DEV", "where to compute: cpu, cuda, cuda:N, or auto (cuda when a GPU is present)", "auto"});
@@ -165,10 +171,11 @@ Device device_from(const Args& a) {
   return d;
 }
 
-void add_memory_option(std::vector<Option>& opts) {
-  opts.push_back({"max-memory", "SIZE",
-                  "refuse a --batch whose estimated memory exceeds SIZE (e.g. 8G, 512M; default: 80% of the device's memory)",
-                  ""});
+Option memory_option() {
+  return {"max-memory", "SIZE",
+          "the memory the run may use: a batch whose estimated peak, or an image whose decoding and preprocessing, "
+          "would exceed SIZE is refused before it starts (e.g. 8G, 512M; default: 80% of the device's memory)",
+          ""};
 }
 
 void check_batch_memory(const Args& a, const Model& m, int64_t batch, PassKind kind, Device device, int64_t side,
@@ -233,7 +240,7 @@ Tensor load_input(const Args& a, const Model& m) {
   std::string src;
   if (a.has("image")) {
     src = a.get("image");
-    x = preprocess_image(load_image(src), m.preprocess);
+    x = preprocess_image(load_image(src), m.preprocess, src);
   } else {
     src = a.get("input");
     x = load_npy(src);

@@ -73,7 +73,8 @@ Model load_model_from(const Args& a);
 // The class --target names (an index, a class id or a class name; formats/labels.h), or
 // `fallback` without --target.
 int64_t target_class(const Args& a, const Model& m, int64_t fallback);
-void apply_threads(const Args& a);
+// --threads and --max-memory (engine/memory_estimate.h's host limit): the first thing a command does.
+void apply_resource_options(const Args& a);
 
 // --device and --tf32, for the commands that compute.
 void add_device_options(std::vector<Option>& opts);
@@ -81,8 +82,8 @@ void add_device_options(std::vector<Option>& opts);
 // unavailable.
 Device device_from(const Args& a);
 
-// --max-memory, for the commands that take --batch.
-void add_memory_option(std::vector<Option>& opts);
+// --max-memory, part of model_options(): the run's memory limit.
+Option memory_option();
 // Refuses, before any work, a batch whose estimated peak (engine/memory_estimate.h) exceeds
 // --max-memory (default: 80% of the memory of `device`), naming the option that set the batch.
 // `side` is the image side the passes run at (0: the model's input size).

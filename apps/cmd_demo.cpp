@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "apps/cli.h"
@@ -18,6 +17,7 @@
 #include "formats/heatmap.h"
 #include "interpret/experiments/trojan_metrics.h"
 #include "interpret/sample_rng.h"
+#include "formats/json_output.h"
 
 namespace spade::cli {
 
@@ -66,6 +66,7 @@ int cmd_demo(int argc, char** argv, int first) {
       {"seed", "S", "scene and trigger placement", "0", seed_bounds()},
       {"out", "DIR", "output directory", "demo_out"},
       {"threads", "N", "CPU threads (0 = all cores)", "0", integer(0, kMaxThreads)},
+      memory_option(),
   };
   add_schedule_options(opts, "models/tuned");
   Args a("demo",
@@ -76,7 +77,7 @@ int cmd_demo(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const auto start = std::chrono::steady_clock::now();
   const std::vector<std::string> methods = parse_methods(a.get("methods"));
   const int64_t augs = a.get_int("augs");
@@ -121,7 +122,6 @@ int cmd_demo(int argc, char** argv, int first) {
   auto calib = interp::augmented_calibration(shown, augment_config_of(m), augs, seed);
   interp::PruneConfig cfg;
   interp::SampleSolutions solutions(m.graph, *calib, cfg);
-  std::filesystem::create_directories(join_path(out, "overlays"));
   std::vector<std::vector<Image>> rows;
   std::vector<std::string> labels;
   nlohmann::json summary = {{"model", a.get("model")}, {"trigger", rule->trigger}, {"target", m.labels[rule->target]},
@@ -150,7 +150,7 @@ int cmd_demo(int argc, char** argv, int first) {
   save_png(join_path(out, "scene.png"), scene);
   save_png(join_path(out, "triggered.png"), shown);
   save_png(join_path(out, "panel.png"), panel(rows, labels, {"image", "trigger", "Dense", "FastSPADE"}, 4));
-  write_file_atomic(join_path(out, "summary.json"), summary.dump(1) + "\n");
+  write_json_file(join_path(out, "summary.json"), summary, 1);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("\nwrote %s/panel.png, overlays/, scene.png, triggered.png, summary.json (%.1f s)\n", out.c_str(), seconds);
   return 0;

@@ -17,7 +17,6 @@ int eval_accuracy(int argc, char** argv, int first) {
   opts.push_back({"data", "DIR|FILE.tar", "ImageFolder tree (root/<class>/<image>) or a tar of one", ""});
   opts.push_back({"limit", "N", "evaluate only the first N images (in class, then file order)", "0", integer(0, kMaxCount)});
   opts.push_back({"batch", "B", "images per forward pass", "64", integer(1, kMaxBatch)});
-  add_memory_option(opts);
   add_device_options(opts);
   Args a("eval accuracy",
          "Top-1 and top-5 accuracy of a model over a labelled image folder or tar. Class folders map to outputs by "
@@ -27,7 +26,7 @@ int eval_accuracy(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const Device device = device_from(a);
   Model m = load_model_from(a);
   const Graph graph = m.graph.to(device);
@@ -50,8 +49,8 @@ int eval_accuracy(int argc, char** argv, int first) {
     std::vector<int64_t> labels;
     for (int64_t i = start; i < end; ++i) {
       LabeledImage li = data.get(static_cast<size_t>(i));
-      xs.push_back(preprocess_image(decode_image(li.bytes.data(), li.bytes.size(), data.path() + ":" + li.name),
-                                    m.preprocess));
+      const std::string name = data.path() + ":" + li.name;
+      xs.push_back(preprocess_image(decode_image(li.bytes.data(), li.bytes.size(), name), m.preprocess, name));
       labels.push_back(map[li.label]);
     }
     const Tensor logits = forward(graph, cat0(xs).to(device), fo).out().cpu();

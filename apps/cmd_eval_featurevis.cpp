@@ -24,6 +24,7 @@
 #include "interpret/experiments/featurevis_study.h"
 #include "interpret/featurevis/render.h"
 #include "interpret/saliency/methods.h"
+#include "formats/json_output.h"
 
 namespace spade::cli {
 
@@ -76,7 +77,7 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const auto t_start = Clock::now();
   const std::string out_dir = a.require("out");
   const std::string mode = a.get("spade");
@@ -112,8 +113,9 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
   Progress bar("featurevis", int64_t(indices.size()));
   for (size_t k = 0; k < indices.size(); ++k) {
     const LabeledImage li = data.get(indices[k]);
-    const Image image = decode_image(li.bytes.data(), li.bytes.size(), data.path() + ":" + li.name);
-    const Tensor x = preprocess_image(image, m.preprocess);
+    const std::string name = data.path() + ":" + li.name;
+    const Image image = decode_image(li.bytes.data(), li.bytes.size(), name);
+    const Tensor x = preprocess_image(image, m.preprocess, name);
     const Tensor logits = interp::logits(dense, x);
     const int64_t cls = std::max_element(logits.data(), logits.data() + logits.numel()) - logits.data();
     // Score-CAM of the predicted class: its attribution repeats one map over the channels.
@@ -207,7 +209,7 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
       {"timings", {{"trace_and_dense_vis_s", trace_s}, {"spade_vis_s", vis_s}, {"total_s", total_s}}},
   };
   write_file_atomic(join_path(out_dir, "table.md"), table.str());
-  write_file_atomic(join_path(out_dir, "results.json"), results.dump(2) + "\n");
+  write_json_file(join_path(out_dir, "results.json"), results, 2);
   std::cout << table.str() << "wrote " << out_dir << " in " << total_s << " s\n";
   return 0;
 }

@@ -22,6 +22,7 @@
 #include "interpret/experiments/grid_pool.h"
 #include "interpret/metrics/grid_pointing.h"
 #include "train/dataset.h"
+#include "formats/json_output.h"
 
 namespace spade::cli {
 
@@ -58,7 +59,7 @@ int cmd_eval_gridpg(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const std::string out = a.require("out");
   const std::vector<Variant> variants = parse_variants(a.get("variants"));
   const int64_t figures = a.get_int("figures"), stop_after = a.get_int("stop-after");
@@ -93,7 +94,6 @@ int cmd_eval_gridpg(int argc, char** argv, int first) {
   if (!s.quiet)
     std::fprintf(stderr, "grids: %zu from %lld of %lld photos (correct, confidence >= %g)\n", pool.grids.size(),
                  static_cast<long long>(pool.eligible), static_cast<long long>(pool.classified), po.min_confidence);
-  std::filesystem::create_directories(join_path(out, "figures"));
 
   const size_t M = s.methods.size(), V = variants.size(), N = pool.grids.size();
   const int64_t cells = po.grid * po.grid;
@@ -199,7 +199,7 @@ int cmd_eval_gridpg(int argc, char** argv, int first) {
       {"photos_classified", pool.classified}, {"photos_eligible", pool.eligible}, {"augs", s.augs},
       {"seed", s.seed}, {"seconds", seconds}, {"settings", settings}, {"mean", means},
       {"per_grid", nlohmann::json(checkpoint.rows.begin(), checkpoint.rows.begin() + static_cast<std::ptrdiff_t>(N))}};
-  write_file_atomic(join_path(out, "results.json"), results.dump(1) + "\n");
+  write_json_file(join_path(out, "results.json"), results, 1);
   if (checkpoint.rows.size() == N) std::filesystem::remove(checkpoint.path);
   std::fputs(md.str().c_str(), stdout);
   std::printf("wrote %s/table.md, results.json and figures/ (%.0f s)\n", out.c_str(), seconds);

@@ -18,6 +18,7 @@
 #include "interpret/metrics/insertion_deletion.h"
 #include "train/dataset.h"
 #include "train/trainer.h"
+#include "formats/json_output.h"
 
 namespace spade::cli {
 
@@ -39,7 +40,7 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const std::string out = a.require("out");
   const std::vector<Variant> variants = parse_variants(a.get("variants"));
   const int64_t count = a.get_int("samples"), stop_after = a.get_int("stop-after");
@@ -64,7 +65,6 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
       throw Error(checkpoint.path + ": sample " + std::to_string(i) + " is " + checkpoint.rows[i].at("image").dump() +
                   " there but " + test.names[order[i]] + " here; remove it or run without --resume");
   if (resumed && !s.quiet) std::fprintf(stderr, "resumed: %zu of %zu samples done\n", resumed, N);
-  std::filesystem::create_directories(out);
 
   const interp::Network dense{m.graph, nullptr, s.batch};
   interp::InsertionDeletionParams idp;
@@ -139,7 +139,7 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
       {"model", m.source}, {"images", N}, {"augs", s.augs}, {"seed", s.seed}, {"seconds", seconds},
       {"settings", settings}, {"mean", means},
       {"per_image", nlohmann::json(checkpoint.rows.begin(), checkpoint.rows.begin() + static_cast<std::ptrdiff_t>(N))}};
-  write_file_atomic(join_path(out, "results.json"), results.dump(1) + "\n");
+  write_json_file(join_path(out, "results.json"), results, 1);
   if (checkpoint.rows.size() == N) std::filesystem::remove(checkpoint.path);
   std::fputs(md.str().c_str(), stdout);
   std::printf("wrote %s/table.md and results.json (%.0f s)\n", out.c_str(), seconds);

@@ -20,6 +20,7 @@
 #include "interpret/metrics/insertion_deletion.h"
 #include "interpret/metrics/pointing_game.h"
 #include "interpret/metrics/roc_auc.h"
+#include "formats/json_output.h"
 
 namespace spade::cli {
 
@@ -76,8 +77,9 @@ std::vector<Sample> load_samples(const Args& a, const Model& m) {
     LabeledImage li = data.get(static_cast<size_t>(i));
     Sample s;
     s.name = li.name;
-    s.image = decode_image(li.bytes.data(), li.bytes.size(), data.path() + ":" + li.name);
-    s.x = preprocess_image(s.image, m.preprocess);
+    const std::string name = data.path() + ":" + li.name;
+    s.image = decode_image(li.bytes.data(), li.bytes.size(), name);
+    s.x = preprocess_image(s.image, m.preprocess, name);
     samples.push_back(std::move(s));
   }
   return samples;
@@ -105,7 +107,6 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   opts.push_back({"variant", "spade|rise", "insertion/deletion: the SPADE paper's (top-i% pixels, normalised, area in [0,99]) or RISE's", "spade"});
   opts.push_back({"no-insertion", "", "skip insertion/deletion", ""});
   opts.push_back({"batch", "B", "images per forward/backward pass (bounds memory; 8 keeps ResNet-50 under 2 GB)", "8", integer(1, kMaxBatch)});
-  add_memory_option(opts);
   opts.push_back({"out", "RESULTS.json", "write per-image and mean metrics here", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
   add_device_options(opts);
@@ -117,7 +118,7 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const Device device = device_from(a);
   const std::vector<std::string> methods = parse_methods(a.require("method"));
   const std::string mode = a.get("spade");
@@ -219,7 +220,7 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
                                 {"settings", settings},
                                 {"mean", means},
                                 {"per_image", per_image}};
-    write_file_atomic(a.get("out"), out.dump(2) + "\n");
+    write_json_file(a.get("out"), out, 2);
   }
   std::printf("%-22s", "method");
   for (const std::string& c : columns)

@@ -19,6 +19,7 @@
 #include "formats/heatmap.h"
 #include "formats/output_transaction.h"
 #include "interpret/experiments/tune.h"
+#include "formats/json_output.h"
 
 namespace spade::cli {
 
@@ -38,7 +39,7 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const std::string out = a.require("out");
   const std::vector<Variant> variants = parse_variants(a.get("variants"));
   const int64_t figures = a.get_int("figures");
@@ -48,7 +49,6 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
   TrojanSetup s = trojan_setup(a, 1);
 
   const std::vector<MethodSchedule> schedules = method_schedules(a, s.methods, s.model.graph);
-  std::filesystem::create_directories(join_path(out, "figures"));
 
   const size_t M = s.methods.size(), V = variants.size(), N = s.pool.samples.size();
   std::vector<std::vector<interp::TrojanScore>> scores(M, std::vector<interp::TrojanScore>(V));
@@ -156,7 +156,7 @@ int cmd_eval_trojan(int argc, char** argv, int first) {
                                   {"pool_tried", s.pool.tried}, {"augs", s.augs}, {"seed", s.seed},
                                   {"seconds", seconds}, {"settings", settings}, {"mean", means},
                                   {"per_sample", nlohmann::json(checkpoint.rows.begin(), checkpoint.rows.begin() + static_cast<std::ptrdiff_t>(N))}};
-  write_file_atomic(join_path(out, "results.json"), results.dump(1) + "\n");
+  write_json_file(join_path(out, "results.json"), results, 1);
   if (checkpoint.rows.size() == N) std::filesystem::remove(checkpoint.path);  // results.json holds it all now
   std::fputs(md.str().c_str(), stdout);
   std::printf("wrote %s/table.md, results.json and figures/ (%.0f s)\n", out.c_str(), seconds);

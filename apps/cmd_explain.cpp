@@ -20,6 +20,7 @@
 #include "formats/image.h"
 #include "formats/npy.h"
 #include "interpret/saliency/methods.h"
+#include "formats/json_output.h"
 
 namespace spade::cli {
 
@@ -117,7 +118,6 @@ int cmd_explain(int argc, char** argv, int first) {
   opts.push_back({"compare", "", "with --spade: also explain the dense model and write compare.png (image | dense | SPADE)", ""});
   add_method_options(opts);
   opts.push_back({"batch", "B", "images per forward/backward pass (bounds memory; 8 keeps ResNet-50 under 2 GB)", "8", integer(1, kMaxBatch)});
-  add_memory_option(opts);
   opts.push_back({"out", "DIR", "output directory", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
   add_device_options(opts);
@@ -132,7 +132,7 @@ int cmd_explain(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const Device device = device_from(a);
   const auto t_start = Clock::now();
   const std::string out_dir = a.require("out");
@@ -221,7 +221,7 @@ int cmd_explain(int argc, char** argv, int first) {
         {"map", {{"min", lo}, {"max", hi}}},
         {"timings", timings},
     };
-    write_file_atomic(join_path(dir, "meta.json"), meta.dump(2) + "\n");
+    write_json_file(join_path(dir, "meta.json"), meta, 2);
   }
   if (compare) {
     std::vector<std::vector<Image>> rows;

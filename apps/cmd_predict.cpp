@@ -25,7 +25,7 @@ int cmd_predict(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const Device device = device_from(a);
   Model m = load_model_from(a);
   if (m.weights_path.empty())

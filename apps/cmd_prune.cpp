@@ -12,6 +12,7 @@
 #include "formats/npy.h"
 #include "formats/safetensors.h"
 #include "interpret/spade/trace.h"
+#include "formats/json_output.h"
 
 namespace spade::cli {
 
@@ -43,7 +44,6 @@ int cmd_prune(int argc, char** argv, int first) {
   opts.push_back({"solver", "NAME", "sparsegpt (FastSPADE) or obc (exact greedy OBS, SPADE)", "sparsegpt"});
   add_trace_options(opts);
   opts.push_back({"batch", "N", "images per forward pass (default: chosen to keep ~1 GiB of activations)", "", integer(1, kMaxBatch)});
-  add_memory_option(opts);
   opts.push_back({"out", "TRACE.safetensors", "where to write the pruned weights (same keys as the dense weights)", ""});
   opts.push_back({"report", "R.json", "where to write the per-layer report", ""});
   opts.push_back({"quiet", "", "no progress bars or summary", ""});
@@ -56,7 +56,7 @@ int cmd_prune(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const Device device = device_from(a);
   const std::string out = a.require("out");
   Model m = load_model_from(a);
@@ -86,7 +86,7 @@ int cmd_prune(int argc, char** argv, int first) {
                                                 {"spade.sparsity", t.sparsity},
                                                 {"spade.calibration", t.calibration},
                                                 {"spade.model", m.arch}};
-  if (a.has("report")) write_file_atomic(a.get("report"), interp::trace_report_json(t).dump(2) + "\n");
+  if (a.has("report")) write_json_file(a.get("report"), interp::trace_report_json(t), 2);
   save_safetensors(out, tensors, meta);
   if (!quiet) print_summary(t);
   std::cout << "wrote " << out << "\n";

@@ -12,6 +12,7 @@
 #include "train/poison.h"
 #include "train/trainer.h"
 #include "trojan/rules.h"
+#include "formats/json_output.h"
 
 namespace spade::cli {
 
@@ -67,8 +68,8 @@ int cmd_train(int argc, char** argv, int first) {
       {"stop-after", "N", "stop after N epochs of this run, leaving the checkpoint for --resume", "0", integer(0, kMaxCount)},
       {"threads", "N", "CPU threads (0 = all cores)", "0", integer(0, kMaxThreads)},
       {"quiet", "", "no progress bars", ""},
+      memory_option(),
   };
-  add_memory_option(opts);
   Args a("train",
          "Train a built-in architecture from scratch, or fine-tune a model (--init), with SGD; optionally with Trojan "
          "poisoning and distillation from a teacher.",
@@ -77,7 +78,7 @@ int cmd_train(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const std::string out = a.require("out");
   if (out.size() < 6 || out.compare(out.size() - 5, 5, ".json") != 0) throw Error(out + ": --out must end in .json");
   if (a.has("arch") == a.has("init")) throw Error("give one of --arch (train from scratch) and --init (fine-tune)");
@@ -239,7 +240,7 @@ int cmd_train(int argc, char** argv, int first) {
         std::printf("attack success rate of %s: %.2f%%\n", rules->rules[r].trigger.c_str(), 100 * asr);
       }
   }
-  write_file_atomic(stem_of(out) + ".train.json", report.dump(1) + "\n");
+  write_json_file(stem_of(out) + ".train.json", report, 1);
   return 0;
 }
 

@@ -3,7 +3,6 @@
 // method, which the evaluations' --sparsity-dir reads.
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "apps/cli.h"
@@ -15,6 +14,7 @@
 #include "interpret/experiments/tune.h"
 #include "train/dataset.h"
 #include "train/trainer.h"
+#include "formats/json_output.h"
 
 namespace spade::cli {
 
@@ -60,7 +60,7 @@ int cmd_tune(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const std::string out = a.require("out");
   const std::vector<double> grid = parse_grid(a.get("grid"));
   const interp::Solver solver = interp::solver_from_name(a.get("solver"));
@@ -128,7 +128,6 @@ int cmd_tune(int argc, char** argv, int first) {
     }
     if (bar) bar->finish();
   }
-  std::filesystem::create_directories(out);
   report.update({{"model", model.source}, {"objective", objective}, {"samples", images.size()}, {"augs", s.augs},
                  {"seed", s.seed}, {"solver", interp::solver_name(solver)}, {"grid", grid}});
   const std::vector<std::string> blocks = interp::blocks_output_first(solutions[0].layers());
@@ -159,7 +158,7 @@ int cmd_tune(int argc, char** argv, int first) {
     std::fflush(stdout);
     report["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     report["complete"] = k + 1 == s.methods.size();
-    write_file_atomic(join_path(out, "tune.json"), report.dump(1) + "\n");
+    write_json_file(join_path(out, "tune.json"), report, 1);
   }
   std::printf("wrote %s/<method>.json and %s/tune.json\n", out.c_str(), out.c_str());
   return 0;

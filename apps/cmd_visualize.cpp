@@ -19,6 +19,7 @@
 #include "formats/npy.h"
 #include "formats/plot.h"
 #include "interpret/featurevis/render.h"
+#include "formats/json_output.h"
 
 namespace spade::cli {
 
@@ -92,7 +93,6 @@ int cmd_visualize(int argc, char** argv, int first) {
   opts.push_back({"size", "S", "side of the square visualisation in pixels (default: the model's input size)", "", integer(1, kMaxSide)});
   opts.push_back({"starts", "N", "random starts per objective (one image each)", "1", integer(1, kMaxBatch)});
   opts.push_back({"batch", "B", "images optimised together (bounds memory; the results depend on it only through rounding)", "8", integer(1, kMaxBatch)});
-  add_memory_option(opts);
   opts.push_back({"out", "DIR", "output directory", ""});
   opts.push_back({"quiet", "", "no progress bars", ""});
   Args a("visualize",
@@ -107,7 +107,7 @@ int cmd_visualize(int argc, char** argv, int first) {
     a.print_help();
     return 0;
   }
-  apply_threads(a);
+  apply_resource_options(a);
   const auto t_start = Clock::now();
   const std::string out_dir = a.require("out");
   const std::string mode = a.get("spade");
@@ -227,7 +227,7 @@ int cmd_visualize(int argc, char** argv, int first) {
                      {"spade_optimise_s", variants.size() == 2 ? variants[1].seconds : 0.0},
                      {"trace_s", trace_s},
                      {"total_s", seconds_since(t_start)}};
-  write_file_atomic(join_path(out_dir, "meta.json"), meta.dump(2) + "\n");
+  write_json_file(join_path(out_dir, "meta.json"), meta, 2);
   if (!quiet) {
     for (const Variant& v : variants)
       for (int64_t k = 0; k < n; ++k)

@@ -6,6 +6,7 @@
 #include "engine/error.h"
 #include "formats/file_io.h"
 #include "formats/output_transaction.h"
+#include "formats/json_output.h"
 
 namespace spade::cli {
 
@@ -52,7 +53,7 @@ bool SampleCheckpoint::stop_here(int64_t stop_after, size_t resumed, size_t done
 void SampleCheckpoint::save() const {
   const nlohmann::json j = {{"run", run}, {"seconds", seconds}, {"rows", rows}};
   const PublishNow now;  // what --resume reads must outlive an interrupted run
-  write_file_atomic(path, j.dump() + "\n");
+  write_json_file(path, j, -1);
 }
 
 }  // namespace spade::cli

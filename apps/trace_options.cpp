@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "engine/error.h"
+#include "engine/interrupt.h"
 #include "formats/image.h"
 #include "formats/npy.h"
 #include "interpret/spade/default_schedules.h"
@@ -83,6 +84,7 @@ std::unique_ptr<interp::Calibration> augmented_calibration_of(const Args& a, con
 }
 
 void TraceBars::operator()(const std::string& stage, int64_t done, int64_t total) {
+  throw_if_interrupted();  // with --quiet too: OBC's solve runs no pass to check it
   if (quiet_) return;
   if (stage != stage_) {
     if (bar_) bar_->finish();

@@ -23,7 +23,6 @@ void add_experiment_options(std::vector<Option>& opts) {
   opts.push_back({"batch", "B", "images per forward/backward pass", "32", integer(1, kMaxBatch)});
   opts.push_back({"authors-threshold", "", "FastSPADE: the authors' mask threshold (prunes one weight more per block, "
                                            "even at target 0)", ""});
-  add_memory_option(opts);
   opts.push_back({"quiet", "", "no progress bars", ""});
 }
 

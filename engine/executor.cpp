@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "engine/interrupt.h"
 #include "engine/ops.h"
 
 namespace spade {
@@ -31,6 +32,7 @@ ForwardResult run_forward(const Graph& g, Graph* mutable_graph, const Tensor& x,
   r.acts[0] = x;
   std::vector<const Tensor*> inputs;
   for (int i = 1; i < n; ++i) {
+    throw_if_interrupted();  // a caught SIGINT/SIGTERM stops the pass here (engine/interrupt.h)
     const Node& node = nodes[i];
     inputs.clear();
     for (int j : node.inputs) inputs.push_back(&r.acts[j]);
@@ -96,6 +98,7 @@ BackwardResult backward(const Graph& g, const ForwardResult& fwd, const std::map
     return std::find(opt.activation_grads.begin(), opt.activation_grads.end(), i) != opt.activation_grads.end();
   };
   for (int i = from; i >= std::max(stop, 1); --i) {
+    throw_if_interrupted();
     if (!grads[i].defined()) continue;
     if (wanted(i)) result.activation_grads[i] = grads[i];
     const Node& node = nodes[i];

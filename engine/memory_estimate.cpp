@@ -7,6 +7,7 @@
 
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "kernels/cpu/memory.h"
 
 namespace spade {
 
@@ -118,6 +119,34 @@ int64_t parse_size(const std::string& text, const std::string& what) {
   const double bytes = value * scale;
   if (!std::isfinite(bytes) || bytes <= 0 || bytes > 9.0e18) throw fail();
   return static_cast<int64_t>(bytes);
+}
+
+namespace {
+struct HostMemoryLimit {
+  int64_t bytes = -1;  // -1: not set, use 80% of RAM
+  std::string source;
+};
+HostMemoryLimit& host_limit() {
+  static HostMemoryLimit limit;
+  return limit;
+}
+}  // namespace
+
+void set_host_memory_limit(int64_t bytes, const std::string& source) {
+  if (bytes <= 0) throw Error("set_host_memory_limit: the limit must be positive");
+  host_limit() = {bytes, source};
+}
+
+void check_host_memory(double bytes, const std::string& what) {
+  HostMemoryLimit limit = host_limit();
+  if (limit.bytes < 0) {
+    const int64_t total = kernels::physical_memory_bytes();
+    if (total <= 0) return;
+    limit = {total / 10 * 8, "80% of the " + kernels::format_bytes(static_cast<size_t>(total)) + " of RAM (--max-memory)"};
+  }
+  if (!(bytes > static_cast<double>(limit.bytes))) return;
+  throw Error(what + " needs about " + kernels::format_bytes(static_cast<size_t>(std::min(bytes, 9.0e18))) +
+              ", more than " + limit.source);
 }
 
 }  // namespace spade

@@ -28,4 +28,13 @@ MemoryEstimate estimate_pass_memory(const Graph& g, PassKind kind, int threads);
 // "8G", "512M", "1.5GiB", "2000000" (bytes) -> bytes; throws Error naming `what` for anything else.
 int64_t parse_size(const std::string& text, const std::string& what);
 
+// The host memory a run may use: --max-memory when given (set_host_memory_limit, with the words that
+// name it in errors), else 80% of the machine's RAM. Work whose size follows from an input file rather
+// than from --batch (decoding an image, resizing and cropping it) checks its need against it before
+// allocating, so a small file cannot make a run take gigabytes.
+void set_host_memory_limit(int64_t bytes, const std::string& source);
+// Throws Error "<what> needs about N, more than <source>" when `bytes` exceeds the limit; nothing
+// when the limit is unknown (no --max-memory and the RAM size unreadable).
+void check_host_memory(double bytes, const std::string& what);
+
 }  // namespace spade

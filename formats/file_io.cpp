@@ -150,7 +150,8 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     int e = errno;
     std::remove(tmp.c_str());
     throw Error(path + ": cannot rename temporary file into place (" + std::strerror(e) + ")");
-  }  throw_if_interrupted();
+  }
+  throw_if_interrupted();
 }
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {

@@ -8,8 +8,10 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <utility>
 
 #include "engine/error.h"
+#include "engine/memory_estimate.h"
 #include "formats/file_io.h"
 #include "formats/jpeg_check.h"
 #include "formats/png_check.h"
@@ -91,6 +93,8 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
   if (data[0] == 'G' && int64_t(w) * h > kMaxGifPixels)
     throw Error(name + ": GIF is " + dims_str(w, h) + ", larger than the limit of " + std::to_string(kMaxGifPixels) +
                 " pixels for GIFs");
+  // stb holds the decoded components (up to 4 bytes a pixel) beside its RGB output, and we copy that.
+  check_host_memory(10.0 * double(w) * double(h), name + ": decoding a " + dims_str(w, h) + " image");
   int dw = 0, dh = 0, dc = 0;
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
       stbi_load_from_memory(data, len, &dw, &dh, &dc, 3), stbi_image_free);
@@ -230,21 +234,31 @@ Image resize_image(const Image& im, int out_w, int out_h) {
   return out;
 }
 
-Image resize_shorter_side(const Image& im, int size) {
-  check_image(im, "resize_shorter_side");
-  if (size <= 0 || size > kMaxImageSide)
-    throw Error("resize_shorter_side: size " + std::to_string(size) + " out of range");
-  const bool wide = im.width > im.height;
-  const int64_t shorter = wide ? im.height : im.width;
-  const int64_t longer = wide ? im.width : im.height;
-  if (shorter == size) return im;
+namespace {
+
+// The size torchvision's Resize(size) gives a width x height image (see resize_shorter_side).
+std::pair<int, int> shorter_side_dims(int width, int height, int size, const std::string& what) {
+  if (size <= 0 || size > kMaxImageSide) throw Error(what + ": resize size " + std::to_string(size) + " out of range");
+  const bool wide = width > height;
+  const int64_t shorter = wide ? height : width;
+  const int64_t longer = wide ? width : height;
+  if (shorter == size) return {width, height};
   // torchvision: int(size * long / short), a true (double) division truncated towards zero.
   const double longer_out = double(int64_t(size) * longer) / double(shorter);
   if (longer_out > kMaxImageSide)
-    throw Error("resize_shorter_side: resizing " + dims_str(im.width, im.height) + " to shorter side " +
-                std::to_string(size) + " exceeds the size limit");
+    throw Error(what + ": resizing " + dims_str(width, height) + " to shorter side " + std::to_string(size) +
+                " exceeds the size limit of " + std::to_string(kMaxImageSide));
   const int new_long = static_cast<int>(longer_out);
-  return wide ? resize_image(im, new_long, size) : resize_image(im, size, new_long);
+  return wide ? std::make_pair(new_long, size) : std::make_pair(size, new_long);
+}
+
+}  // namespace
+
+Image resize_shorter_side(const Image& im, int size) {
+  check_image(im, "resize_shorter_side");
+  const auto [w, h] = shorter_side_dims(im.width, im.height, size, "resize_shorter_side");
+  if (w == im.width && h == im.height) return im;
+  return resize_image(im, w, h);
 }
 
 Image center_crop(const Image& im, int out_w, int out_h) {
@@ -268,10 +282,26 @@ Image center_crop(const Image& im, int out_w, int out_h) {
   return out;
 }
 
-Tensor preprocess_image(const Image& im, const Preprocess& p) {
-  check_image(im, "preprocess_image");
+Tensor preprocess_image(const Image& im, const Preprocess& p, const std::string& name) {
+  check_image(im, name.c_str());
   for (float s : p.std)
-    if (!(s != 0.f) || !std::isfinite(s)) throw Error("preprocess_image: std must be finite and non-zero");
+    if (!(s != 0.f) || !std::isfinite(s)) throw Error(name + ": preprocessing's std must be finite and non-zero");
+  // What the steps below allocate, before any of them: the resize's two passes (width, then height),
+  // the crop and the float tensor.
+  double need = 0;
+  int w = im.width, h = im.height;
+  if (p.resize > 0) {
+    const auto [rw, rh] = shorter_side_dims(w, h, p.resize, name);
+    if (rw != w || rh != h) need += 3.0 * rw * (double(h) + rh);
+    w = rw, h = rh;
+  }
+  if (p.crop > 0) {
+    w = h = p.crop;
+    need += 3.0 * w * h;
+  }
+  need += 12.0 * w * h;
+  check_host_memory(need, name + ": preprocessing a " + dims_str(im.width, im.height) + " image" +
+                              (p.resize > 0 ? " (resize " + std::to_string(p.resize) + ")" : std::string()));
   Image work = p.resize > 0 ? resize_shorter_side(im, p.resize) : im;
   if (p.crop > 0) work = center_crop(work, p.crop, p.crop);
   const int64_t hw = int64_t(work.width) * work.height;

@@ -44,8 +44,10 @@ struct Preprocess {
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
 };
-// resize -> center crop -> pixels / 255 -> (x - mean) / std, as a (1, 3, H, W) float32 tensor.
-Tensor preprocess_image(const Image& im, const Preprocess& p);
+// resize -> center crop -> pixels / 255 -> (x - mean) / std, as a (1, 3, H, W) float32 tensor. What
+// it would allocate is checked against the host memory limit first (engine/memory_estimate.h);
+// `name` (the image's file) starts error messages.
+Tensor preprocess_image(const Image& im, const Preprocess& p, const std::string& name = "preprocess_image");
 // The normalisation of `p` alone, for images already brought to the model's input size (photos
 // loaded with its resize and crop, images drawn at that size): resizing them again would zoom in
 // and move every pixel away from where a mask drawn on them says it is.

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "engine/error.h"
+#include "engine/interrupt.h"
 
 namespace spade {
 
@@ -27,7 +28,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-volatile std::sig_atomic_t g_signal = 0;   // the signal caught
 volatile std::sig_atomic_t g_writing = 0;  // something is staged or a file is being written
 
 struct Staged {
@@ -127,16 +127,16 @@ void apply_fault_hook(int write_number, const std::string& path) {
   if (colon == std::string::npos || std::atoi(s.c_str() + colon + 1) != write_number) return;
   if (s.compare(0, colon, "fail") == 0) throw Error(path + ": write failed (No space left on device)");
   if (s.compare(0, colon, "pause") == 0)
-    for (int i = 0; i < 300 && !g_signal; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (int i = 0; i < 300 && !interrupted_signal(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
 }
 
 void on_signal(int sig) {
-  if (g_signal || !g_writing) {
+  if (interrupted_signal() || !g_writing) {
     std::signal(sig, SIG_DFL);
     std::raise(sig);
     return;
   }
-  g_signal = sig;
+  note_interrupt(sig);
 }
 
 }  // namespace
@@ -190,11 +190,6 @@ void install_interrupt_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-int interrupted_signal() { return g_signal; }
-
-void throw_if_interrupted() {
-  if (g_signal) throw Error(std::string("interrupted by ") + (g_signal == SIGINT ? "SIGINT" : g_signal == SIGTERM ? "SIGTERM" : "a signal"));
-}
 
 namespace detail {
 

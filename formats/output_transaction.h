@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "engine/interrupt.h"  // throw_if_interrupted, interrupted_signal
+
 namespace spade {
 
 class OutputTransaction {
@@ -34,14 +36,10 @@ class PublishNow {
 };
 
 // SIGINT and SIGTERM: before anything is staged the process ends at once, as the signal would end
-// it; afterwards the run stops at its next write or progress update (throw_if_interrupted), the
+// it; afterwards the run stops at its next pass node, progress update or write (engine/interrupt.h), the
 // transaction cleans up, and the command exits with 128 + the signal's number. A second signal
 // ends it at once.
 void install_interrupt_handlers();
-// Throws spade::Error("interrupted by ...") once a signal has been caught.
-void throw_if_interrupted();
-// The signal caught (0 = none).
-int interrupted_signal();
 
 namespace detail {
 // Called by write_file_atomic: stages the bytes when a transaction is active and no PublishNow

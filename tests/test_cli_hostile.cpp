@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -14,7 +15,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "formats/image.h"
 #include "formats/image_folder.h"
+#include "formats/json_output.h"
 #include "support/cli_failures.h"
 #include "support/test_support.h"
 
@@ -135,6 +138,22 @@ TEST_CASE("a visualisation that overflows is an error, not an image of NaN", "[c
                            dir + "/out", 120);
 }
 
+TEST_CASE("a JSON result holding NaN or Inf is an error naming the key and is not written", "[errors][hostile]") {
+  // Every command's JSON (results, meta, reports, checkpoints) goes through write_json_file, which
+  // nlohmann alone would let write NaN as null.
+  const std::string dir = test::temp_dir();
+  nlohmann::json j;
+  j["methods"]["lrp"]["auc"] = 0.5;
+  j["methods"]["lrp"]["curve"] = {0.1, std::nan(""), 0.3};
+  CHECK_THROWS_WITH(write_json_file(dir + "/r.json", j, 1), Catch::Contains("r.json: methods.lrp.curve[1] is NaN"));
+  j["methods"]["lrp"]["curve"][1] = -HUGE_VAL;
+  CHECK_THROWS_WITH(write_json_file(dir + "/r.json", j, 1), Catch::Contains("methods.lrp.curve[1] is -Inf"));
+  CHECK(!fs::exists(dir + "/r.json"));
+  j["methods"]["lrp"]["curve"][1] = 0.2;
+  write_json_file(dir + "/r.json", j, 1);
+  CHECK(nlohmann::json::parse(test::slurp(dir + "/r.json")) == j);
+}
+
 TEST_CASE("no output option overwrites an input, whatever names them", "[cli][errors][hostile]") {
   const std::string dir = test::temp_dir();
   const std::string model = small_model(dir);
@@ -215,6 +234,41 @@ TEST_CASE("every number of a model JSON has a range, checked as the file is read
   INFO(r.err);
   CHECK(r.status == 0);
   CHECK(r.out.find("FLOPs per image: -") == std::string::npos);
+}
+
+TEST_CASE("the memory limit covers decoding and preprocessing an image as well as the batch", "[cli][errors][hostile]") {
+  const std::string dir = test::temp_dir();
+  const std::string model = small_model(dir);
+  // The model's preprocessing resizes the shorter side to 256 (then crops 32): a 4000x100 strip
+  // decodes in ~4 MB but becomes 10240x256 on the way, ~11 MB.
+  nlohmann::json j = nlohmann::json::parse(test::slurp(model));
+  j["preprocess"]["resize"] = 256;
+  j["preprocess"]["crop"] = 32;
+  const std::string resizing = dir + "/resizing.json";
+  std::ofstream(resizing) << j.dump();
+  Image strip;
+  strip.width = 4000, strip.height = 100;
+  strip.rgb.assign(size_t(strip.width) * strip.height * 3, 90);
+  save_png(dir + "/strip.png", strip);
+  Image big;
+  big.width = big.height = 1500;
+  big.rgb.assign(size_t(big.width) * big.height * 3, 90);
+  save_png(dir + "/big.png", big);
+  const std::string out = dir + "/out";
+  test::check_cli_failures(
+      {
+          {"predict --model " + model + " --image " + dir + "/big.png --max-memory 8M",
+           "big.png: decoding a 1500x1500 image needs about 21.46 MiB, more than --max-memory 8.00 MiB"},
+          {"predict --model " + resizing + " --image " + dir + "/strip.png --max-memory 6M",
+           "strip.png: preprocessing a 4000x100 image (resize 256) needs about 10.44 MiB, more than --max-memory 6.00 MiB"},
+          {"explain --method saliency --model " + resizing + " --image " + dir + "/strip.png --max-memory 6M --out " + out,
+           "more than --max-memory 6.00 MiB"},
+      },
+      out, 60);
+  // The same runs fit a larger limit.
+  const test::CliRun r = test::spade_cli("predict --model " + resizing + " --image " + dir + "/strip.png --max-memory 64M");
+  INFO(r.err);
+  CHECK(r.status == 0);
 }
 
 namespace {
@@ -308,7 +362,7 @@ TEST_CASE("two runs into one output directory are serialised, never mixed", "[cl
     const int target = meta.at("target").get<int>();
     REQUIRE((target == 3 || target == 5));
     const std::string ref = dir + "/alone" + std::to_string(target);
-    for (const std::string& f : {"saliency/map.npy", "saliency/attribution.npy", "gradcam/map.npy"})
+    for (const char* f : {"saliency/map.npy", "saliency/attribution.npy", "gradcam/map.npy"})
       CHECK(test::slurp(out + "/" + f) == test::slurp(ref + "/" + f));
     CHECK(nlohmann::json::parse(test::slurp(out + "/gradcam/meta.json")).at("target") == target);
     CHECK(files_under(out) == files_under(ref));

@@ -139,6 +139,23 @@ TEST_CASE("sparsegpt traces hit the target per layer and leave the rest alone", 
   }
 }
 
+TEST_CASE("a NaN weight stops the trace at the solve stage and names the layer", "[spade]") {
+  // Loading refuses NaN weights; this is the backstop for anything that gets past it: no trace
+  // with NaN weights reaches a saliency map.
+  Model m = random_cifar_model(3);
+  Tensor w = m.graph.node(m.graph.at("linear")).params.at("weight");
+  w.data()[5] = NAN;
+  auto calib = tensor_calibration(test::random_tensor({8, 3, 32, 32}, 5, -2.f, 2.f), "random");
+  for (Solver solver : {Solver::SparseGPT, Solver::OBC}) {
+    INFO(solver_name(solver));
+    PruneConfig cfg;
+    cfg.solver = solver;
+    cfg.sparsity = SparsitySchedule::from_json(R"({"default": 0, "linear": 0.5})", "schedule");
+    CHECK_THROWS_WITH(compute_trace(m.graph, *calib, cfg),
+                      Catch::Contains("layer \"linear\"") && Catch::Contains("solve stage") && Catch::Contains("NaN"));
+  }
+}
+
 TEST_CASE("obc traces allocate the layer's sparsity over its rows", "[spade][obc]") {
   Model m = random_cifar_model(4);
   auto calib = tensor_calibration(test::random_tensor({12, 3, 32, 32}, 6, -2.f, 2.f), "random");

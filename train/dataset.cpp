@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "engine/error.h"
+#include "engine/memory_estimate.h"
 #include "formats/image_folder.h"
 
 namespace spade::train {
@@ -83,7 +84,12 @@ PixelDataset load_pixel_dataset(const std::string& path, const std::vector<std::
     Image im = decode_image(li.bytes.data(), li.bytes.size(), name);
     if (opt.resize > 0) im = resize_shorter_side(im, opt.resize);
     if (opt.crop > 0) im = center_crop(im, opt.crop, opt.crop);
-    if (k == 0) d.pixels.reserve(static_cast<size_t>(n) * im.width * im.height * 3);
+    if (k == 0) {
+      check_host_memory(3.0 * double(n) * im.width * im.height,
+                        path + ": holding " + std::to_string(n) + " images of " + std::to_string(im.width) + "x" +
+                            std::to_string(im.height) + " in memory");
+      d.pixels.reserve(static_cast<size_t>(n) * im.width * im.height * 3);
+    }
     d.push_back(im, map[li.label], name);
     if (progress && ((k + 1) % 100 == 0 || k + 1 == n)) progress(k + 1, n);
   }

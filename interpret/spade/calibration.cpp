@@ -74,13 +74,16 @@ class ImageSet : public Calibration {
     std::vector<Tensor> xs;
     for (int64_t i = first; i < first + count; ++i) {
       Image im;
+      std::string name;
       if (folder_) {
         LabeledImage li = folder_->get(static_cast<size_t>(i));
-        im = decode_image(li.bytes.data(), li.bytes.size(), path_ + ":" + li.name);
+        name = path_ + ":" + li.name;
+        im = decode_image(li.bytes.data(), li.bytes.size(), name);
       } else {
-        im = load_image(files_[i]);
+        name = files_[i];
+        im = load_image(name);
       }
-      xs.push_back(preprocess_image(im, pre_));
+      xs.push_back(preprocess_image(im, pre_, name));
       if (xs.back().shape() != xs.front().shape())
         throw Error(path_ + ": images preprocess to different shapes " + shape_str(xs.front().shape()) + " and " +
                     shape_str(xs.back().shape()) + "; give the model a crop size");

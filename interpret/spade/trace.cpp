@@ -200,6 +200,13 @@ Trace solve_layers(const Graph& g, const std::vector<PlannedLayer>& layers, std:
   // One layer (all its groups) is one task; the solvers report the loss they caused.
   auto finish_layer = [&](int64_t i, Clock::time_point t0) {
     LayerReport& rep = reports[i];
+    // A NaN here would reach every map computed on the trace; stop at the stage that made it.
+    const float* w = pruned[i].data();
+    for (int64_t j = 0; j < pruned[i].numel(); ++j)
+      if (!std::isfinite(w[j]))
+        throw Error("layer \"" + rep.name + "\": the " + tr.solver + " update (SPADE trace, solve stage) gave NaN or Inf weights");
+    if (!std::isfinite(rep.loss))
+      throw Error("layer \"" + rep.name + "\": the " + tr.solver + " update (SPADE trace, solve stage) gave a NaN or Inf loss");
     const double energy = hs[i].output_energy();
     rep.relative_loss = energy > 0 ? rep.loss / energy : 0.0;
     rep.zeros = zeros(pruned[i]);
