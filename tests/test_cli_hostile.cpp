@@ -33,12 +33,19 @@ std::string small_model(const std::string& dir) {
   return model;
 }
 
+struct ModelAndImage {
+  std::string dir, model, img;
+};
+// What most cases start from: a fresh directory, small_model in it, and a test image.
+ModelAndImage model_and_image() {
+  const std::string dir = test::temp_dir();
+  return {dir, small_model(dir), test::data_path("image/src.png")};
+}
+
 }  // namespace
 
 TEST_CASE("numbers out of range are refused when the command line is read", "[cli][errors][hostile]") {
-  const std::string dir = test::temp_dir();
-  const std::string model = small_model(dir);
-  const std::string img = test::data_path("image/src.png");
+  const auto [dir, model, img] = model_and_image();
   const std::string out = dir + "/out";
   test::check_cli_failures(
       {
@@ -63,9 +70,7 @@ TEST_CASE("numbers out of range are refused when the command line is read", "[cl
 }
 
 TEST_CASE("options that leave nothing to do are refused instead of crashing", "[cli][errors][hostile]") {
-  const std::string dir = test::temp_dir();
-  const std::string model = small_model(dir);
-  const std::string img = test::data_path("image/src.png");
+  const auto [dir, model, img] = model_and_image();
   // Used to segfault (means over an empty set of metrics).
   test::check_cli_failures({{"eval saliency --model " + model + " --image " + img +
                                  " --method saliency --no-insertion --out " + dir + "/out/r.json",
@@ -74,9 +79,7 @@ TEST_CASE("options that leave nothing to do are refused instead of crashing", "[
 }
 
 TEST_CASE("a FIFO or a device where a file is expected is refused, never waited on", "[cli][errors][hostile]") {
-  const std::string dir = test::temp_dir();
-  const std::string model = small_model(dir);
-  const std::string img = test::data_path("image/src.png");
+  const auto [dir, model, img] = model_and_image();
   const std::string fifo = dir + "/fifo";
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   // A model JSON whose weights are the FIFO (read through the memory-mapped safetensors path).
@@ -115,9 +118,7 @@ TEST_CASE("a folder with symlink cycles is walked once per directory", "[image_f
 }
 
 TEST_CASE("a huge value inside an error is cut, so an error stays one short line", "[cli][errors][hostile]") {
-  const std::string dir = test::temp_dir();
-  const std::string model = small_model(dir);
-  const std::string img = test::data_path("image/src.png");
+  const auto [dir, model, img] = model_and_image();
   const std::string key(10 << 20, 'k');  // a 10 MB layer name
   std::ofstream(dir + "/big.json") << "{\"" << key << "\": 0.5}";
   const test::CliRun r = test::spade_cli("prune --model " + model + " --image " + img + " --sparsity " + dir +
@@ -189,9 +190,7 @@ TEST_CASE("no output option overwrites an input, whatever names them", "[cli][er
 }
 
 TEST_CASE("every number of a model JSON has a range, checked as the file is read", "[cli][errors][hostile]") {
-  const std::string dir = test::temp_dir();
-  const std::string model = small_model(dir);
-  const std::string img = test::data_path("image/src.png");
+  const auto [dir, model, img] = model_and_image();
   const nlohmann::json base = nlohmann::json::parse(test::slurp(model));
   int k = 0;
   // Writes base with `edit` applied as a new model JSON beside the weights.
@@ -293,9 +292,7 @@ std::set<std::string> files_under(const std::string& dir) {
 }  // namespace
 
 TEST_CASE("a write that fails part-way (disk full) leaves nothing of the run", "[cli][errors][hostile]") {
-  const std::string dir = test::temp_dir();
-  const std::string model = small_model(dir);
-  const std::string img = test::data_path("image/src.png");
+  const auto [dir, model, img] = model_and_image();
   // explain --method all writes ~60 files; the 9th fails. It used to leave 8.
   const test::CliRun e = spade_with_fault("fail:9", "explain --model " + model + " --image " + img +
                                                         " --method all --quiet --out " + dir + "/ex");
@@ -322,9 +319,7 @@ TEST_CASE("a write that fails part-way (disk full) leaves nothing of the run", "
 }
 
 TEST_CASE("SIGTERM while a run writes removes what it wrote and exits 143", "[cli][errors][hostile]") {
-  const std::string dir = test::temp_dir();
-  const std::string model = small_model(dir);
-  const std::string img = test::data_path("image/src.png");
+  const auto [dir, model, img] = model_and_image();
   const std::string out = dir + "/ex";
   // The run pauses before its second write (the first is staged); the script waits for the staged
   // file to appear, then sends SIGTERM.
@@ -343,9 +338,7 @@ TEST_CASE("SIGTERM while a run writes removes what it wrote and exits 143", "[cl
 }
 
 TEST_CASE("two runs into one output directory are serialised, never mixed", "[cli][hostile]") {
-  const std::string dir = test::temp_dir();
-  const std::string model = small_model(dir);
-  const std::string img = test::data_path("image/src.png");
+  const auto [dir, model, img] = model_and_image();
   const std::string out = dir + "/ex";
   auto explain = [&](int target, const std::string& to) {
     return std::string(SPADE_BINARY) + " explain --model " + model + " --image " + img +
