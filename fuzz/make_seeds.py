@@ -76,6 +76,10 @@ def main():
     b = io.BytesIO()
     im.save(b, "JPEG", quality=80, progressive=True)
     put("image", "progressive.jpg", b.getvalue())
+    # a top-down BMP (negative height), legal and decoded as PIL does
+    rows = b"".join(bytes([b_, g, r, 0]) for r, g, b_ in [(255, 0, 0), (0, 255, 0), (0, 0, 255)])  # BGR + pad
+    info = struct.pack("<IiiHHIIiiII", 40, 1, -3, 1, 24, 0, len(rows), 2835, 2835, 0, 0)
+    put("image", "topdown.bmp", b"BM" + struct.pack("<IHHI", 14 + 40 + len(rows), 0, 0, 54) + info + rows)
     # model JSON
     copy("model_json", "models/cifar_resnet20_trojan.json")
     put("model_json", "minimal.json", """{
@@ -89,6 +93,16 @@ def main():
     {"name": "fc", "op": "linear", "inputs": ["flat"], "in_features": 4, "out_features": 2}
   ]}""")
     put("model_json", "zoo.json", '{"format": "spade-model", "version": 1, "arch": "cifar_resnet20", "weights": "w.safetensors"}')
+    # hostile fields a careful user tried (issue 21): each is refused with the field's range
+    zoo = '{"format": "spade-model", "version": 1, "arch": "cifar_resnet20", %s}'
+    put("model_json", "resize_2e32_plus_32_wrapped.json", zoo % '"preprocess": {"resize": 4294967328}')
+    put("model_json", "crop_16000_took_4gb.json", zoo % '"preprocess": {"crop": 16000}')
+    put("model_json", "mean_1e30_blamed_on_image.json", zoo % '"preprocess": {"mean": [1e30, 0, 0]}')
+    put("model_json", "input_1e6_negative_flops.json", zoo % '"input": [3, 1000000, 1000000]')
+    put("model_json", "dilation_2e40.json", """{"format": "spade-model", "version": 1, "nodes": [
+    {"name": "c", "op": "conv2d", "inputs": ["input"], "in_channels": 3, "out_channels": 4, "kernel": 3,
+     "dilation": 1099511627776}]}""")
+    put("model_json", "missing_op.json", '{"format": "spade-model", "version": 1, "nodes": [{"name": "a", "inputs": ["input"]}]}')
     # sparsity schedules
     copy("sparsity", "models/tuned/saliency.json")
     copy("sparsity", "docs/results/featurevis-2026-11-26/last-stage-0.9.json")
@@ -104,7 +118,8 @@ def main():
     for i, args in enumerate([["--model", "cifar_resnet20", "--steps", "16", "--lr", "0.05"],
                               ["--threads", "2", "--sparsity", "0.9", "--objective", "logit:3,layer3:5", "--quiet"],
                               ["--width", "0.5", "--steps=12"], ["--help"], ["--steps", "99999999999999999999"],
-                              ["--lr", "nan"], ["positional"]]):
+                              ["--lr", "nan"], ["positional"], ["--threads", "100000"], ["--threads", "-1"],
+                              ["--num-classes", "0"], ["--width", "1e308"]]):
         put("cli", "args%d.txt" % i, "\n".join(args))
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(OUT) for f in fs)
     print("wrote", OUT, total, "bytes")
