@@ -221,7 +221,17 @@ LoadOptions load_options_from(const Args& a) {
   return opt;
 }
 
-Model load_model_from(const Args& a) { return load_model(a.require("model"), load_options_from(a)); }
+void require_weights(const Model& m) {
+  if (m.weights_path.empty())
+    throw Error(m.source + ": no weights: give --weights FILE or a model .json that names its weights (a built-in "
+                           "architecture alone has none; `spade convert --random-init SEED` makes random ones)");
+}
+
+Model load_model_from(const Args& a, Weights weights) {
+  Model m = load_model(a.require("model"), load_options_from(a));
+  if (weights == Weights::Required) require_weights(m);
+  return m;
+}
 
 int64_t target_class(const Args& a, const Model& m, int64_t fallback) {
   if (!a.has("target")) return fallback;

@@ -69,7 +69,12 @@ class Args {
 // Options every model-taking command shares.
 std::vector<Option> model_options();
 LoadOptions load_options_from(const Args& a);  // --weights, --num-classes, --width
-Model load_model_from(const Args& a);
+// Every command that computes with a model needs its weights: a built-in architecture without them
+// would run on zeros and exit 0 (Weights::Optional: info and the like, which only describe it).
+enum class Weights { Required, Optional };
+Model load_model_from(const Args& a, Weights weights = Weights::Required);
+// Throws Error naming the model when it has no weights file.
+void require_weights(const Model& m);
 // The class --target names (an index, a class id or a class name; formats/labels.h), or
 // `fallback` without --target.
 int64_t target_class(const Args& a, const Model& m, int64_t fallback);

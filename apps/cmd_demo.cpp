@@ -82,6 +82,7 @@ int cmd_demo(int argc, char** argv, int first) {
   const std::vector<std::string> methods = parse_methods(a.get("methods"));
   const int64_t augs = a.get_int("augs");
   const Model m = load_model(a.get("model"));
+  require_weights(m);
   const std::vector<MethodSchedule> schedules = method_schedules(a, methods, m.graph);
   const trojan::TrojanRules rules = trojan::load_rules(a.get("rules"), m.labels, m.label_ids);
   const std::string out = a.get("out");

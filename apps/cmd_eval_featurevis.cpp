@@ -88,7 +88,6 @@ int cmd_eval_featurevis(int argc, char** argv, int first) {
   const bool figures = a.flag("figures");
 
   Model m = load_model_from(a);
-  if (m.weights_path.empty()) throw Error(m.source + ": no weights: give --weights FILE (or a model .json that names its weights)");
   const int64_t size = m.preprocess.crop > 0 ? m.preprocess.crop : m.graph.input_chw[1];
   const int64_t patch = a.has("patch") ? a.get_int("patch") : size / 2;
   if (patch < 1 || patch > size) throw Error("--patch must be between 1 and the input size " + std::to_string(size));

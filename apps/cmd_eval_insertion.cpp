@@ -47,7 +47,6 @@ int cmd_eval_insertion(int argc, char** argv, int first) {
   if (stop_after < 0) throw Error("--stop-after: must be 0 or more");
   const auto start = std::chrono::steady_clock::now();
   Model m = load_model_from(a);
-  if (m.weights_path.empty()) throw Error(m.source + ": no weights: give --weights FILE or a model .json with weights");
   const ExperimentSetup s = experiment_setup(a, m);
   const std::vector<MethodSchedule> schedules = method_schedules(a, s.methods, m.graph);
   train::PixelLoadOptions load = train::eval_load_options(m.preprocess);

@@ -132,8 +132,6 @@ int cmd_eval_saliency(int argc, char** argv, int first) {
   if (!insertion && !a.has("mask")) throw Error("--no-insertion leaves nothing to measure without --mask");
 
   Model m = load_model_from(a);
-  if (mode != "off" && m.weights_path.empty())
-    throw Error(m.source + ": no weights to prune: give --weights FILE (or a model .json that names its weights)");
   std::vector<interp::MethodParams> params;
   for (const std::string& name : methods) params.push_back(method_params(a, name, m));
   interp::PruneConfig cfg;

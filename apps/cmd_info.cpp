@@ -36,7 +36,7 @@ int cmd_info(int argc, char** argv, int first) {
     for (const std::string& n : zoo_names()) std::cout << n << "\n";
     return 0;
   }
-  Model m = load_model_from(a);
+  Model m = load_model_from(a, Weights::Optional);
   if (a.has("size")) {
     long long h = 0, w = 0;
     char rest = 0;

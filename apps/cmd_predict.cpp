@@ -28,8 +28,6 @@ int cmd_predict(int argc, char** argv, int first) {
   apply_resource_options(a);
   const Device device = device_from(a);
   Model m = load_model_from(a);
-  if (m.weights_path.empty())
-    throw Error(m.source + ": no weights to predict with: give --weights FILE (or a model .json that names its weights)");
   Tensor x = load_input(a, m);
   if (a.has("save-input")) {
     refuse_overwriting_inputs(a, {a.get("save-input")}, {"image", "input", "weights", "model", "labels"});

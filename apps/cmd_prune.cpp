@@ -60,8 +60,6 @@ int cmd_prune(int argc, char** argv, int first) {
   const Device device = device_from(a);
   const std::string out = a.require("out");
   Model m = load_model_from(a);
-  if (m.weights_path.empty())
-    throw Error(m.source + ": no weights to prune: give --weights FILE (or a model .json that names its weights)");
   refuse_overwriting_inputs(a, {out}, {"model", "weights", "labels", "image", "input", "calib"}, {m.weights_path});
   interp::PruneConfig cfg = prune_config_from(a, m, "");
   cfg.solver = interp::solver_from_name(a.get("solver"));

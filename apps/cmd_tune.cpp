@@ -93,8 +93,6 @@ int cmd_tune(int argc, char** argv, int first) {
   } else {
     if (a.has("rules")) throw Error("--rules: not used by --objective " + objective + " (clean images, no triggers)");
     model = load_model_from(a);
-    if (model.weights_path.empty())
-      throw Error(model.source + ": no weights: give --weights FILE or a model .json that names its weights");
     s = experiment_setup(a, model);
     train::PixelLoadOptions load = train::eval_load_options(model.preprocess);
     train::parse_split(a.has("split") ? a.get("split") : "2:0", "--split", load);

@@ -118,8 +118,6 @@ MethodSchedules method_schedules(const Args& a, const Model& m, const std::vecto
 MethodTraces spade_traces_of(const Args& a, const Model& m, const std::vector<std::string>& methods,
                              const std::string& mode, Device device, bool quiet, double* seconds) {
   if (mode != "fast" && mode != "exact") throw Error("--spade: expected fast or exact, got \"" + mode + "\"");
-  if (m.weights_path.empty())
-    throw Error(m.source + ": no weights to prune: give --weights FILE (or a model .json that names its weights)");
   interp::PruneConfig cfg = prune_config_from(a, m, "");
   cfg.solver = mode == "fast" ? interp::Solver::SparseGPT : interp::Solver::OBC;
   cfg.device = device;

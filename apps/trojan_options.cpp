@@ -55,8 +55,6 @@ ExperimentSetup experiment_setup(const Args& a, const Model& m) {
 TrojanSetup trojan_setup(const Args& a, int parity) {
   TrojanSetup s;
   s.model = load_model_from(a);
-  if (s.model.weights_path.empty())
-    throw Error(s.model.source + ": no weights: give --weights FILE or a model .json that names its weights");
   s.rules = trojan::load_rules(a.require("rules"), s.model.labels, s.model.label_ids);
   const int64_t count = a.get_int("samples");
   static_cast<ExperimentSetup&>(s) = experiment_setup(a, s.model);

@@ -122,7 +122,12 @@ TEST_CASE("bad input gives a one-line error naming the problem and a non-zero ex
       {"predict --model " + model + " --image " + img + " --device tpu", "unknown device \"tpu\""},
       {"predict --model " + model + " --image " + img + " --device cuda:x", "cuda:N"},
       {"predict --model " + model + " --image " + img + " --device cpu --tf32", "--tf32 applies to the GPU only"},
-      {"eval accuracy --model cifar_resnet20 --data " + dir + "/none", "none"},
+      {"eval accuracy --model " + model + " --data " + dir + "/none", "none"},
+      // A built-in architecture without weights ran on zeros and exited 0 (every computing command now refuses).
+      {"explain --model cifar_resnet20 --image " + img + " --method gradcam --out " + dir + "/e", "no weights"},
+      {"eval accuracy --model cifar_resnet20 --data " + dir + "/none", "no weights"},
+      {"eval saliency --model cifar_resnet20 --image " + img + " --method saliency --spade off --mask " + img, "no weights"},
+      {"visualize --model cifar_resnet20 --objective linear:1 --steps 2 --out " + dir + "/v", "no weights"},
       {"convert --model cifar_resnet20 --out " + dir + "/c.json", "--random-init"},
       {"frobnicate", "unknown command"},
       {"prune --model " + model + " --image " + img + " --out " + dir + "/t.safetensors --solver magic", "magic"},
