@@ -32,7 +32,7 @@ Args::Args(const std::string& command, const std::string& summary, std::vector<O
       help_ = true;
       continue;
     }
-    if (arg.rfind("--", 0) != 0) throw Error(command_ + ": unexpected argument \"" + arg + "\" (see --help)");
+    if (arg.rfind("--", 0) != 0) throw Error("unexpected argument \"" + arg + "\" (see --help)");
     std::string name = arg.substr(2), value;
     size_t eq = name.find('=');
     bool inline_value = eq != std::string::npos;
@@ -41,12 +41,12 @@ Args::Args(const std::string& command, const std::string& summary, std::vector<O
       name = name.substr(0, eq);
     }
     auto it = std::find_if(options_.begin(), options_.end(), [&](const Option& o) { return o.name == name; });
-    if (it == options_.end()) throw Error(command_ + ": unknown option --" + name + " (see --help)");
+    if (it == options_.end()) throw Error("unknown option --" + name + " (see --help)");
     if (!it->value.empty() && !inline_value) {
-      if (i + 1 >= argc) throw Error(command_ + ": option --" + name + " needs a value (" + it->value + ")");
+      if (i + 1 >= argc) throw Error("option --" + name + " needs a value (" + it->value + ")");
       value = argv[++i];
     }
-    if (it->value.empty() && inline_value) throw Error(command_ + ": option --" + name + " takes no value");
+    if (it->value.empty() && inline_value) throw Error("option --" + name + " takes no value");
     values_[name] = value;
   }
   if (help_) return;
@@ -118,21 +118,21 @@ std::string Args::get(const std::string& name) const {
 }
 
 std::string Args::require(const std::string& name) const {
-  if (!has(name)) throw Error(command_ + ": --" + name + " is required (see --help)");
+  if (!has(name)) throw Error("--" + name + " is required (see --help)");
   return get(name);
 }
 
 int64_t Args::get_int(const std::string& name) const {
   const std::string s = get(name);
   int64_t v = 0;
-  if (!parse_integer(s, v)) throw Error(command_ + ": --" + name + " must be an integer, got \"" + s + "\"");
+  if (!parse_integer(s, v)) throw Error("--" + name + " must be an integer, got \"" + s + "\"");
   return v;
 }
 
 double Args::get_double(const std::string& name) const {
   const std::string s = get(name);
   double v = 0;
-  if (!parse_number(s, v)) throw Error(command_ + ": --" + name + " must be a number, got \"" + s + "\"");
+  if (!parse_number(s, v)) throw Error("--" + name + " must be a number, got \"" + s + "\"");
   return v;
 }
 

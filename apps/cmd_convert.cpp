@@ -21,9 +21,9 @@ int cmd_convert(int argc, char** argv, int first) {
   if (a.has("random-init")) lo.random_init_seed = a.get_int("random-init");
   Model m = load_model(a.require("model"), lo);
   if (m.weights_path.empty() && !a.has("random-init"))
-    throw Error("convert: no weights: give --weights FILE or --random-init SEED");
+    throw Error("no weights: give --weights FILE or --random-init SEED");
   std::string out = a.require("out");
-  if (out.size() < 5 || out.substr(out.size() - 5) != ".json") throw Error("convert: --out must end in .json");
+  if (out.size() < 5 || out.substr(out.size() - 5) != ".json") throw Error("--out must end in .json");
   refuse_overwriting_inputs(a, {out, out.substr(0, out.size() - 5) + ".safetensors"}, {"model", "weights", "labels"},
                             {m.weights_path});
   save_model(m, out);

@@ -92,7 +92,8 @@ int cmd_eval(int argc, char** argv, int first) {
                  "  featurevis which Score-CAM patch dense and SPADE visualisations resemble (the paper's Table 3)\n"
                  "  gridpg     grid pointing game: how much of each map lies on the photo it explains, Dense vs SPADE\n\n"
                  "Run `spade eval <what> --help` for the options.\n";
-    return what.empty() ? 2 : 0;
+    if (what.empty()) throw Error("eval needs what to evaluate (see above)");
+    return 0;
   }
   throw Error("unknown evaluation \"" + what + "\" (available: accuracy, saliency, trojan, insertion, featurevis, gridpg)");
 }

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "apps/commands.h"
 #include "engine/error.h"
@@ -63,16 +64,26 @@ int run_command(const std::string& cmd, int argc, char** argv) {
     std::cout << "spade 0.1.0\n";
     return 0;
   }
-  std::cerr << "spade: unknown command \"" << cmd << "\" (see spade --help)\n";
-  return 2;
+  throw spade::Error("unknown command \"" + cmd + "\" (see spade --help)");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `spade help CMD [SUB]` is `spade CMD [SUB] --help`.
+  std::vector<char*> help_args;
+  static char help_flag[] = "--help";
+  if (argc >= 3 && !std::strcmp(argv[1], "help")) {
+    help_args.push_back(argv[0]);
+    for (int i = 2; i < argc; ++i) help_args.push_back(argv[i]);
+    help_args.push_back(help_flag);
+    argc = static_cast<int>(help_args.size());
+    argv = help_args.data();
+  }
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     usage();
-    return argc < 2 ? 2 : 0;
+    if (argc < 2) std::cerr << "spade: error: no command given (see spade --help)\n";
+    return argc < 2 ? 1 : 0;  // every usage error exits 1
   }
   const std::string cmd = one_line(argv[1]);
   // Everything a run writes is one transaction: published when the command succeeds, removed when

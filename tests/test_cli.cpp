@@ -45,6 +45,14 @@ TEST_CASE("every command has --help", "[cli]") {
     CHECK(r.status == 0);
     CHECK(r.out.find("usage: spade") != std::string::npos);
   }
+  // `spade help CMD [SUB]` prints what `spade CMD [SUB] --help` does.
+  for (const char* cmd : {"explain", "eval trojan", "eval"}) {
+    INFO(cmd);
+    const Run help = spade_cli(std::string("help ") + cmd), direct = spade_cli(std::string(cmd) + " --help");
+    CHECK(help.status == 0);
+    CHECK(help.out == direct.out);
+    CHECK(help.out.find("usage: spade " + std::string(cmd)) != std::string::npos);
+  }
 }
 
 TEST_CASE("predict matches the library's forward pass and prints JSON", "[cli]") {
@@ -130,6 +138,9 @@ TEST_CASE("bad input gives a one-line error naming the problem and a non-zero ex
       {"visualize --model cifar_resnet20 --objective linear:1 --steps 2 --out " + dir + "/v", "no weights"},
       {"convert --model cifar_resnet20 --out " + dir + "/c.json", "--random-init"},
       {"frobnicate", "unknown command"},
+      {"", "no command given"},
+      {"eval", "eval needs what to evaluate"},
+      {"explain --bogus", "error: unknown option --bogus"},  // the command is named once, by the prefix
       {"prune --model " + model + " --image " + img + " --out " + dir + "/t.safetensors --solver magic", "magic"},
       {"prune --model " + model + " --image " + img + " --out " + dir + "/t.safetensors --sparsity 2", "outside [0, 1]"},
       {"prune --model " + model + " --image " + img + " --out " + dir + "/t.safetensors --sparsity " + dir + "/bad.json",
@@ -149,7 +160,7 @@ TEST_CASE("bad input gives a one-line error naming the problem and a non-zero ex
     INFO(c.args);
     Run r = spade_cli(c.args);
     INFO(r.err);
-    CHECK(r.status != 0);
+    CHECK(r.status == 1);  // every error, usage errors included
     CHECK(lines(r.err) == 1);
     CHECK(r.err.find(c.needle) != std::string::npos);
   }
